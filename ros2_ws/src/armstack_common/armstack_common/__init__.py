@@ -1,0 +1,1 @@
+"""Plain (ROS-free) modules shared by the armstack nodes."""
