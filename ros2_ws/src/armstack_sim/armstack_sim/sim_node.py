@@ -1,0 +1,256 @@
+"""ROS 2 node of the simulator: stands in for the RGB-D camera and the servo bus.
+
+Like a Gazebo plugin, it publishes what a real camera driver publishes (rgb8 colour,
+16UC1 aligned depth in mm, camera_info, the camera's pose on tf_static) on the same
+topic names as armstack_camera, and exposes the arm as Dynamixel servos on a
+pseudo-terminal that the real driver opens like /dev/ttyUSB0. The physics loop and the
+camera each run in their own thread, so neither waits for ROS callbacks. All logic is
+in world.py, runtime.py and dynamixel_bus.py; this file only wires ROS.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TransformStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+
+from armstack_common import paths
+from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
+from armstack_common.params import NodeParameters, ParamSpec
+from armstack_common.servo_config import load_servo_config
+from armstack_common.stats import RateMeter, RollingStats
+from armstack_common.timeutil import sec_to_stamp_fields
+from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
+from armstack_sim.runtime import RuntimeConfig, SimRuntime
+from armstack_sim.world import CameraCalibration, SimConfig, SimWorld
+
+PARAMS = (
+    ParamSpec("seed", 0, "seed of the first episode's object placement; -1 draws one", range=(-1, 2**31 - 1)),
+    ParamSpec("camera_rate", 30.0, "colour/depth frame rate", "Hz", range=(1.0, 60.0)),
+    ParamSpec("real_time_factor", 1.0, "simulated seconds per wall second", range=(0.05, 20.0), read_only=True),
+    ParamSpec("servo_port_link", "/tmp/armstack_sim_servo_bus",
+              "stable symlink to the emulated bus's pty (empty: none)", read_only=True),
+    ParamSpec("wire_timing", True, "delay servo replies by the physical wire time at the bus baud rate",
+              read_only=True),
+    ParamSpec("publish_ground_truth", True, "publish the objects' true poses on sim/ground_truth"),
+    ParamSpec("render_warn_ms", 40.0, "render time above which diagnostics warn", "ms", range=(1.0, 1000.0)),
+)
+
+
+def _stamp(t: float):
+    from builtin_interfaces.msg import Time
+
+    sec, nanosec = sec_to_stamp_fields(t)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def camera_info_msg(calib: CameraCalibration) -> CameraInfo:
+    info = CameraInfo(width=calib.width, height=calib.height, distortion_model="plumb_bob")
+    info.header.frame_id = calib.frame_id
+    info.d = [float(x) for x in calib.distortion] or [0.0] * 5
+    info.k = [float(x) for x in calib.k.ravel()]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [calib.fx, 0.0, calib.cx, 0.0, 0.0, calib.fy, calib.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def image_msg(array: np.ndarray, encoding: str, frame_id: str, stamp) -> Image:
+    msg = Image(height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0)
+    msg.header.frame_id = frame_id
+    msg.header.stamp = stamp
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def pose_to_transform(pose: np.ndarray, parent: str, child: str, stamp) -> TransformStamped:
+    from armstack_common.transforms import matrix_to_quat_xyzw
+
+    tf = TransformStamped()
+    tf.header.frame_id, tf.child_frame_id, tf.header.stamp = parent, child, stamp
+    tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = map(float, pose[:3, 3])
+    q = matrix_to_quat_xyzw(pose[:3, :3])
+    tf.transform.rotation.x, tf.transform.rotation.y, tf.transform.rotation.z, tf.transform.rotation.w = map(float, q)
+    return tf
+
+
+class SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim")
+        self.params = NodeParameters(self, PARAMS)
+        p = self.params.values
+        self.world = SimWorld(SimConfig())
+        seed = p["seed"] if p["seed"] >= 0 else int(time.time())
+        self._next_seed = seed + 1
+        self.world.reset(seed)
+        servo_config = load_servo_config(paths.config_file("robot/dynamixel.yaml"), paths.urdf_path())
+        self.bus = DynamixelBusEmulator(
+            servo_config,
+            EmulatorOptions(wire_timing=p["wire_timing"], link_path=p["servo_port_link"] or None),
+        ).start()
+        self.runtime = SimRuntime(
+            self.world, self.bus, servo_config, RuntimeConfig(real_time_factor=p["real_time_factor"])
+        )
+        self.calib = self.world.camera_intrinsics
+        self._info = camera_info_msg(self.calib)
+
+        self.pub_color = self.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
+        self.pub_color_info = self.create_publisher(CameraInfo, "camera/color/camera_info", qos_profile_sensor_data)
+        self.pub_depth = self.create_publisher(
+            Image, "camera/aligned_depth_to_color/image_raw", qos_profile_sensor_data
+        )
+        self.pub_depth_info = self.create_publisher(
+            CameraInfo, "camera/aligned_depth_to_color/camera_info", qos_profile_sensor_data
+        )
+        self.pub_truth = self.create_publisher(Detection3DArray, "sim/ground_truth", 10)
+        latched = QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+        )
+        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched)
+        self.pub_port = self.create_publisher(String, "sim/servo_port", latched)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self.create_service(Trigger, "sim/reset", self._on_reset)
+
+        self.pub_port.publish(String(data=self.bus.port_path))
+        now = _stamp(time.time())
+        self.pub_tf_static.publish(TFMessage(transforms=[
+            pose_to_transform(self.calib.pose, self.calib.parent_frame, self.calib.frame_id, now)
+        ]))
+        self.get_logger().info(f"servo bus on {self.bus.port_path} ({servo_config.baudrate} baud)")
+
+        self.render_ms = RollingStats(300)
+        self.frames = RateMeter(300)
+        self._physics = threading.Thread(target=self.runtime.run_realtime, name="physics", daemon=True)
+        self._camera = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+        self._running = True
+        self._physics.start()
+        self._camera.start()
+        self._diag_window = (time.monotonic(), self.runtime.steps)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # ------------------------------------------------------------------ camera
+    def _camera_loop(self) -> None:
+        # Rendering owns its GL context, so it stays in this one thread.
+        period = 1.0 / self.params.values["camera_rate"]
+        next_due = time.monotonic()
+        while self._running:
+            data, taken = self.runtime.snapshot()
+            t0 = time.perf_counter()
+            rgb, depth_m = self.world.render_rgbd(data)
+            self.render_ms.add((time.perf_counter() - t0) * 1e3)
+            self._publish_frame(rgb, depth_m, taken)
+            self.frames.tick(taken)
+            period = 1.0 / self.params.values["camera_rate"]
+            next_due = max(next_due + period, time.monotonic())
+            time.sleep(max(0.0, next_due - time.monotonic()))
+
+    def _publish_frame(self, rgb: np.ndarray, depth_m: np.ndarray, taken: float) -> None:
+        # A frame is stamped with the instant its physics state was captured, like a
+        # camera driver stamping exposure time, not publish time.
+        stamp = _stamp(taken)
+        frame = self.calib.frame_id
+        depth_mm = np.clip(np.rint(depth_m * 1000.0), 0, 65535).astype(np.uint16)
+        depth_mm[~np.isfinite(depth_m)] = 0
+        self._info.header.stamp = stamp
+        self.pub_color.publish(image_msg(rgb, "rgb8", frame, stamp))
+        self.pub_color_info.publish(self._info)
+        self.pub_depth.publish(image_msg(depth_mm, "16UC1", frame, stamp))
+        self.pub_depth_info.publish(self._info)
+        if self.params.values["publish_ground_truth"]:
+            self.pub_truth.publish(self._ground_truth(stamp))
+
+    def _ground_truth(self, stamp) -> Detection3DArray:
+        array = Detection3DArray()
+        array.header.stamp, array.header.frame_id = stamp, "base_link"
+        with self.runtime.lock:
+            poses = self.world.object_poses()
+        for obj in poses:
+            det = Detection3D(id=obj.name)
+            det.header = array.header
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = obj.name, 1.0
+            hyp.pose.pose.position.x, hyp.pose.pose.position.y, hyp.pose.pose.position.z = map(float, obj.position)
+            o = hyp.pose.pose.orientation
+            o.x, o.y, o.z, o.w = map(float, obj.quat_xyzw)
+            det.results.append(hyp)
+            det.bbox.center = hyp.pose.pose
+            det.bbox.size.x = det.bbox.size.y = det.bbox.size.z = float(obj.size)
+            array.detections.append(det)
+        return array
+
+    # ------------------------------------------------------------------ services, diagnostics
+    def _on_reset(self, _request, response):
+        self.runtime.reset(self._next_seed)
+        response.success, response.message = True, f"episode reset with seed {self._next_seed}"
+        self._next_seed += 1
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        t_prev, steps_prev = self._diag_window
+        now = time.monotonic()
+        rtf = self.runtime.real_time_ratio(now - t_prev, steps_prev)
+        self._diag_window = (now, self.runtime.steps)
+        physics = DiagnosticReport("sim: physics", hardware_id="mujoco")
+        physics.check_min("real_time_ratio", rtf, warn=0.9 * self.runtime.config.real_time_factor,
+                          error=0.5 * self.runtime.config.real_time_factor)
+        physics.add("step_us_median", self.runtime.step_time_us.summary()["median"])
+        physics.add("step_us_p99", self.runtime.step_time_us.summary()["p99"])
+        camera = DiagnosticReport("sim: camera", hardware_id=self.calib.frame_id)
+        render = self.render_ms.summary()
+        camera.add("rate_hz", self.frames.rate_hz())
+        camera.check_max("render_ms_median", render["median"], warn=self.params.values["render_warn_ms"],
+                         error=4 * self.params.values["render_warn_ms"], units="ms")
+        camera.add("render_ms_p99", render["p99"])
+        bus = DiagnosticReport("sim: servo bus", hardware_id=self.bus.port_path)
+        stats = self.bus.stats
+        bus.add("packets", stats.packets)
+        bus.add("crc_errors", stats.crc_errors)
+        if stats.crc_errors:
+            bus.raise_to(Level.WARN, f"{stats.crc_errors} packets with bad CRC received")
+        self.pub_diag.publish(to_msg([physics, camera, bus], self.get_clock().now().to_msg()))
+
+    def shutdown(self) -> None:
+        self._running = False
+        self.runtime.stop()
+        self._physics.join(timeout=2.0)
+        self._camera.join(timeout=2.0)
+        self.bus.stop()
+        self.world.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The bus emulator answers from a Python thread; with the default 5 ms GIL switch
+    # interval the physics and camera threads would delay servo replies by milliseconds.
+    sys.setswitchinterval(0.0005)
+    rclpy.init(args=argv)
+    try:
+        node = SimNode()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sim: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
