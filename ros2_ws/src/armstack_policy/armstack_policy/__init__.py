@@ -1,0 +1,1 @@
+"""armstack learned-policy runtime: chunk buffering (plain modules) and the policy node."""
