@@ -155,6 +155,8 @@ class SimNode(Node):
             period = 1.0 / self.params.values["camera_rate"]
             next_due = max(next_due + period, time.monotonic())
             time.sleep(max(0.0, next_due - time.monotonic()))
+        # The GL context is current in this thread only, so it is freed here.
+        self.world.close()
 
     def _publish_frame(self, rgb: np.ndarray, depth_m: np.ndarray, taken: float) -> None:
         # A frame is stamped with the instant its physics state was captured, like a
@@ -227,7 +229,6 @@ class SimNode(Node):
         self._physics.join(timeout=2.0)
         self._camera.join(timeout=2.0)
         self.bus.stop()
-        self.world.close()
 
 
 def main(argv: list[str] | None = None) -> int:
