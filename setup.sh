@@ -219,10 +219,12 @@ for name in ("vision_msgs", "tf2_msgs"):
 # even a no-op colcon run re-runs every package's build step (setup.py develop, make: ~1 s per
 # package), so an unchanged hash skips it entirely. Python modules other than setup.py are left
 # out: with --symlink-install the ament_python packages are used in place from src/, so editing
-# or adding a module needs no build (package.xml, setup.py, setup.cfg, data files, .msg do).
+# or adding a module needs no build (package.xml, setup.py, setup.cfg, data files, .msg and new
+# directories, e.g. a new Python package, do).
 build_stamp() {
   {
     (cd "$WS/src" && find . \( -name __pycache__ -o -name '*.egg-info' -o -name .pytest_cache \) -prune \
+      -o -type d -printf '%p/\n' \
       -o -type f \( ! -name '*.py' -o -name setup.py \) -printf '%p %s %T@\n' | LC_ALL=C sort)
     echo "python=$VPY skip=$*"
     cat "$REQ_STAMP" 2>/dev/null || true
