@@ -17,7 +17,7 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -32,6 +32,7 @@ from armstack_common.params import NodeParameters, ParamSpec
 from armstack_common.servo_config import load_servo_config
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
+from armstack_common.transforms import matrix_to_quat_xyzw
 from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
 from armstack_sim.runtime import RuntimeConfig, SimRuntime
 from armstack_sim.world import CameraCalibration, SimConfig, SimWorld
@@ -44,7 +45,8 @@ PARAMS = (
               "stable symlink to the emulated bus's pty (empty: none)", read_only=True),
     ParamSpec("wire_timing", True, "delay servo replies by the physical wire time at the bus baud rate",
               read_only=True),
-    ParamSpec("publish_ground_truth", True, "publish the objects' true poses on sim/ground_truth"),
+    ParamSpec("publish_ground_truth", True,
+              "publish true object poses on sim/ground_truth and the true ee_link pose on sim/ee_pose"),
     ParamSpec("render_warn_ms", 40.0, "render time above which diagnostics warn", "ms", range=(1.0, 1000.0)),
 )
 
@@ -76,8 +78,6 @@ def image_msg(array: np.ndarray, encoding: str, frame_id: str, stamp) -> Image:
 
 
 def pose_to_transform(pose: np.ndarray, parent: str, child: str, stamp) -> TransformStamped:
-    from armstack_common.transforms import matrix_to_quat_xyzw
-
     tf = TransformStamped()
     tf.header.frame_id, tf.child_frame_id, tf.header.stamp = parent, child, stamp
     tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = map(float, pose[:3, 3])
@@ -115,6 +115,7 @@ class SimNode(Node):
             CameraInfo, "camera/aligned_depth_to_color/camera_info", qos_profile_sensor_data
         )
         self.pub_truth = self.create_publisher(Detection3DArray, "sim/ground_truth", 10)
+        self.pub_ee_truth = self.create_publisher(PoseStamped, "sim/ee_pose", 10)
         latched = QoSProfile(
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
         )
@@ -172,6 +173,7 @@ class SimNode(Node):
         self.pub_depth_info.publish(self._info)
         if self.params.values["publish_ground_truth"]:
             self.pub_truth.publish(self._ground_truth(stamp))
+            self.pub_ee_truth.publish(self._ee_truth(stamp))
 
     def _ground_truth(self, stamp) -> Detection3DArray:
         array = Detection3DArray()
@@ -191,6 +193,16 @@ class SimNode(Node):
             det.bbox.size.x = det.bbox.size.y = det.bbox.size.z = float(obj.size)
             array.detections.append(det)
         return array
+
+    def _ee_truth(self, stamp) -> PoseStamped:
+        with self.runtime.lock:
+            pose = self.world.ee_pose()
+        msg = PoseStamped()
+        msg.header.stamp, msg.header.frame_id = stamp, "base_link"
+        p, o = msg.pose.position, msg.pose.orientation
+        p.x, p.y, p.z = map(float, pose[:3, 3])
+        o.x, o.y, o.z, o.w = map(float, matrix_to_quat_xyzw(pose[:3, :3]))
+        return msg
 
     # ------------------------------------------------------------------ services, diagnostics
     def _on_reset(self, _request, response):
