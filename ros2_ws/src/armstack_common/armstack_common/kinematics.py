@@ -146,7 +146,9 @@ class ArmKinematics:
         self.upper = self.model.upperPositionLimit.copy()  # (n,)
         # Revolute joints whose range spans a full turn have no real barrier: they
         # wrap instead of clipping, so the solver can cross +-pi.
-        revolute = np.array([j.shortname().startswith("JointModelR") for j in self.model.joints[1:]])
+        revolute = np.array(
+            [j.shortname().startswith("JointModelR") for j in self.model.joints[1:]]
+        )
         wraps = revolute & (self.upper - self.lower >= 2.0 * np.pi)  # (n,)
         self._wrap_index = np.nonzero(wraps)[0]
         self._clip_lower = np.where(wraps, -np.inf, self.lower)  # (n,)
@@ -276,7 +278,9 @@ class ArmKinematics:
         if count == 0:
             return [seed]
         f_target = self._pose_features(p_target, r_target)  # (12,)
-        pose_d2 = self._table_sq_norms - 2.0 * (self._table_features @ f_target) + f_target @ f_target
+        pose_d2 = (
+            self._table_sq_norms - 2.0 * (self._table_features @ f_target) + f_target @ f_target
+        )
         diff = self._table_q - seed  # (N, n)
         scores = pose_d2 + self.config.seed_preference * np.einsum("ij,ij->i", diff, diff)
         nearest = np.argpartition(scores, count - 1)[:count]
@@ -327,7 +331,10 @@ class ArmKinematics:
                     rot_err=math.sqrt(rot @ rot),
                     iterations=iteration,
                 )
-                if best.pos_err <= cfg.position_tolerance and best.rot_err <= cfg.orientation_tolerance:
+                if (
+                    best.pos_err <= cfg.position_tolerance
+                    and best.rot_err <= cfg.orientation_tolerance
+                ):
                     best.converged = True
                     break
             if cost < 0.25 * stall_ref:

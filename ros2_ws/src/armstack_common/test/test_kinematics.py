@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.paths import urdf_path
 
@@ -149,7 +148,9 @@ def test_posture_term_keeps_free_joints_near_seed() -> None:
 def five_dof_urdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The WidowX 250 5DOF has no forearm roll: fix that joint.
     text = urdf_path().read_text()
-    text = text.replace('<joint name="forearm_roll" type="revolute">', '<joint name="forearm_roll" type="fixed">')
+    text = text.replace(
+        '<joint name="forearm_roll" type="revolute">', '<joint name="forearm_roll" type="fixed">'
+    )
     path = tmp_path_factory.mktemp("urdf") / "arm5.urdf"
     path.write_text(text)
     return path
@@ -161,8 +162,10 @@ def test_five_dof_arm_with_partial_orientation(five_dof_urdf: Path) -> None:
     # Top-down grasps with any roll are within a 5-DOF arm's reach: full pose solves.
     down = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # ee x = -z
     target = np.eye(4)
-    target[:3, :3] = _rot_about(np.array([0.0, 0.0, 1.0]), 0.4) @ down @ _rot_about(
-        np.array([1.0, 0.0, 0.0]), 0.7
+    target[:3, :3] = (
+        _rot_about(np.array([0.0, 0.0, 1.0]), 0.4)
+        @ down
+        @ _rot_about(np.array([1.0, 0.0, 0.0]), 0.7)
     )
     target[:3, 3] = (0.3, 0.1, 0.05)
     full = kin.ik(target, np.zeros(5))

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from armstack_common.kinematics import ArmKinematics
+
 from armstack_sim.world import ObjectPose, SimWorld
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,15 @@ class ExpertConfig:
     """Motion plan of the expert. Heights are of ee_link above the table top (m)."""
 
     approach_height: float = 0.09  # pre-grasp, above the cube centre
-    grasp_offset: float = 0.008  # ee above the cube centre when closing (fingertips clear the table)
+    # ee above the cube centre when closing: the fingertips clear the table.
+    grasp_offset: float = 0.008
     lift_height: float = 0.16  # carrying height
-    release_height: float = 0.08  # over the bin, where the gripper opens (fingertips above the rim)
+    # Over the bin, where the gripper opens: the fingertips stay above the rim.
+    release_height: float = 0.08
     bin_wall_clearance: float = 0.03  # m, from a bin wall to the nearest drop spot
     gripper_open: float = 0.034  # m, left_finger opening
-    gripper_closed: float = 0.0  # m, commanded when gripping: the servo's force limit holds the cube
+    # m, commanded when gripping: the servo's force limit is what holds the cube.
+    gripper_closed: float = 0.0
     linear_speed: float = 0.25  # m/s, average along a move
     angular_speed: float = 1.5  # rad/s, average along a move
     min_move_time: float = 0.4  # s
@@ -53,9 +56,17 @@ class ExpertConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "approach_height", "lift_height", "release_height", "bin_wall_clearance",
-            "linear_speed", "angular_speed",
-            "min_move_time", "close_time", "open_time", "settle_tolerance", "settle_timeout",
+            "approach_height",
+            "lift_height",
+            "release_height",
+            "bin_wall_clearance",
+            "linear_speed",
+            "angular_speed",
+            "min_move_time",
+            "close_time",
+            "open_time",
+            "settle_tolerance",
+            "settle_timeout",
             "lift_check",
         )
         for name in positive:
@@ -238,7 +249,9 @@ class PickPlaceExpert:
         if self.phase is Phase.LIFT:
             self._carrying = self._holding(obs)
             if not self._carrying:
-                logger.info("grasp of %s failed (attempt %d)", self.target, self.attempts[self.target])
+                logger.info(
+                    "grasp of %s failed (attempt %d)", self.target, self.attempts[self.target]
+                )
             # A failed grasp opens where it is, backs off and tries again.
             return Phase.TRANSFER if self._carrying else Phase.RELEASE
         return {
@@ -278,14 +291,18 @@ class PickPlaceExpert:
     def _choose_target(self, obs: ExpertObservation) -> Phase:
         """Next cube to handle (nearest the gripper), or HOME when none is left."""
         if self.target in self._pending and self.attempts[self.target] >= self.config.max_attempts:
-            logger.warning("giving up on %s after %d attempts", self.target, self.attempts[self.target])
+            logger.warning(
+                "giving up on %s after %d attempts", self.target, self.attempts[self.target]
+            )
             self._pending.remove(self.target)
             self.gave_up.append(self.target)
         if not self._pending:
             self.target = None
             return Phase.HOME
         ee = obs.ee_pose[:3, 3]
-        self._pending.sort(key=lambda n: float(np.linalg.norm(obs.objects[n].position[:2] - ee[:2])))
+        self._pending.sort(
+            key=lambda n: float(np.linalg.norm(obs.objects[n].position[:2] - ee[:2]))
+        )
         self.target = self._pending[0]
         self.attempts[self.target] += 1
         return Phase.APPROACH
@@ -306,7 +323,11 @@ class PickPlaceExpert:
             cube = obs.objects[self.target]
             self._yaw = grasp_yaw(cube)
             height = cfg.approach_height if phase is Phase.APPROACH else cfg.grasp_offset
-            return top_down_pose(cube.position + (0.0, 0.0, height), self._yaw), cfg.gripper_open, None
+            return (
+                top_down_pose(cube.position + (0.0, 0.0, height), self._yaw),
+                cfg.gripper_open,
+                None,
+            )
         if phase in (Phase.TRANSFER, Phase.LOWER):
             # Each cube gets its own spot on the bin floor, so none lands on another.
             height = cfg.lift_height if phase is Phase.TRANSFER else cfg.release_height

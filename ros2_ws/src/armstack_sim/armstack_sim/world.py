@@ -18,14 +18,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import yaml
-
-# Offscreen rendering on a machine without a display: EGL unless the caller chose.
-os.environ.setdefault("MUJOCO_GL", "egl")
-import mujoco  # noqa: E402
-
-from armstack_common import paths  # noqa: E402
+from armstack_common import paths
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +80,9 @@ class CameraCalibration:
         """Pixel (u, v) and depth z of points in parent_frame. (N, 3) -> (N, 3)"""
         cam = (np.atleast_2d(points) - self.translation) @ self.rotation  # (N, 3) optical
         z = cam[:, 2]
-        return np.stack([self.fx * cam[:, 0] / z + self.cx, self.fy * cam[:, 1] / z + self.cy, z], 1)
+        return np.stack(
+            [self.fx * cam[:, 0] / z + self.cx, self.fy * cam[:, 1] / z + self.cy, z], 1
+        )
 
 
 def load_calibration(path: str | Path) -> CameraCalibration:
@@ -164,6 +162,11 @@ class SimConfig:
     finger_armature: float = 0.05  # kg, the gripper motor's inertia seen at each finger
     finger_friction: tuple[float, float, float] = (1.5, 0.02, 0.002)  # slide, spin, roll
     cube_friction: tuple[float, float, float] = (0.9, 0.005, 0.0001)
+    # Multisample anti-aliasing of the camera. 0: each pixel is sampled at its centre,
+    # so depth is exact (~2 um on the table) and a 640x480 frame takes ~2.5 ms on Mesa
+    # llvmpipe; edges show staircases. 4: smooth colour edges, ~11 ms, but depth comes
+    # from one sub-pixel sample (a ~0.3 px shift, ~0.3 mm on the table).
+    render_samples: int = 0
 
     def __post_init__(self) -> None:
         if not self.timestep > 0.0:
@@ -176,9 +179,17 @@ class SimConfig:
                 f"SimConfig.cube_colors must be distinct names from {sorted(CUBE_PALETTE)}, "
                 f"got {self.cube_colors}"
             )
-        for name in ("cube_size", "cube_mass", "min_cube_spacing", "bin_inner_size",
-                     "bin_wall_height", "bin_wall_thickness", "gripper_kp", "gripper_kd",
-                     "finger_armature"):
+        for name in (
+            "cube_size",
+            "cube_mass",
+            "min_cube_spacing",
+            "bin_inner_size",
+            "bin_wall_height",
+            "bin_wall_thickness",
+            "gripper_kp",
+            "gripper_kd",
+            "finger_armature",
+        ):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("workspace_x", "workspace_y"):
@@ -191,6 +202,10 @@ class SimConfig:
             values = getattr(self, name)
             if len(values) != len(ARM_JOINTS) or any(not v >= 0.0 for v in values):
                 raise ValueError(f"SimConfig.{name} must be {len(ARM_JOINTS)} values >= 0")
+        if self.render_samples not in (0, 1, 2, 4, 8):
+            raise ValueError(
+                f"SimConfig.render_samples must be 0, 1, 2, 4 or 8, got {self.render_samples}"
+            )
         for name in ("finger_friction", "cube_friction"):
             if len(getattr(self, name)) != 3 or any(not v >= 0.0 for v in getattr(self, name)):
                 raise ValueError(f"SimConfig.{name} must be 3 values >= 0")
@@ -224,7 +239,6 @@ class _Indices:
     actuators: np.ndarray  # (7,)
     cube_qpos: dict[str, int] = field(default_factory=dict)  # freejoint qpos address
     cube_dof: dict[str, int] = field(default_factory=dict)
-    cube_body: dict[str, int] = field(default_factory=dict)
     ee_body: int = -1
     camera: int = -1
 
@@ -232,8 +246,9 @@ class _Indices:
 class SimWorld:
     """MuJoCo simulation of the arm, the cubes and the bin, with an RGB-D camera.
 
-    Single-threaded: call every method from one thread (the GL context of the
-    renderer is made current on that thread).
+    Not thread-safe: a caller that steps physics in one thread and renders in another
+    serializes access itself (render_rgbd takes a copied state for that). Rendering
+    and close() belong to one thread, the one that owns the GL context.
     """
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -253,8 +268,11 @@ class SimWorld:
         self.reset(0)
         logger.info(
             "sim world: %d bodies, %d cubes, dt %.4f s, camera %dx%d",
-            self.model.nbody, len(cfg.cube_colors), cfg.timestep,
-            self.calibration.width, self.calibration.height,
+            self.model.nbody,
+            len(cfg.cube_colors),
+            cfg.timestep,
+            self.calibration.width,
+            self.calibration.height,
         )
 
     # ---------------------------------------------------------------- model build
@@ -287,8 +305,9 @@ class SimWorld:
             joint.armature = cfg.armature[i]
             act = spec.add_actuator(name=name, target=name)
             act.trntype = mujoco.mjtTrn.mjTRN_JOINT
-            # Anti-windup: the integral state (rad s) stops where its torque reaches the
-            # servo's stall torque. Only the position setpoint is an input (ctrlspec 1).
+            # Anti-windup: the integral state (rad s) stops where its torque reaches
+            # _INTEGRAL_SHARE of the stall torque. Only the position setpoint is an
+            # input (ctrlspec 1: no velocity setpoint, kv damps velocity).
             ki = cfg.arm_ki[i]
             imax = _INTEGRAL_SHARE * float(joint.actfrcrange[1]) / ki if ki > 0.0 else -1.0
             act.set_to_pid(kp=cfg.arm_kp[i], kv=cfg.arm_kd[i], ki=ki, imax=imax, ctrlspec=1)
@@ -340,12 +359,18 @@ class SimWorld:
         light.diffuse = [0.6, 0.6, 0.6]
         light.castshadow = False
         world.add_geom(
-            name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.45, 0.6, 0.02],
-            pos=[0.2, 0.0, -0.02], rgba=[0.62, 0.50, 0.36, 1.0],
+            name="table",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[0.45, 0.6, 0.02],
+            pos=[0.2, 0.0, -0.02],
+            rgba=[0.62, 0.50, 0.36, 1.0],
         )
         world.add_geom(
-            name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3.0, 3.0, 0.1],
-            pos=[0.0, 0.0, -0.75], rgba=[0.3, 0.3, 0.32, 1.0],
+            name="floor",
+            type=mujoco.mjtGeom.mjGEOM_PLANE,
+            size=[3.0, 3.0, 0.1],
+            pos=[0.0, 0.0, -0.75],
+            rgba=[0.3, 0.3, 0.32, 1.0],
         )
         self._add_bin(world)
         half = cfg.cube_size / 2.0
@@ -353,9 +378,13 @@ class SimWorld:
             body = world.add_body(name=f"{color}_cube", pos=[0.0, 0.0, half])
             body.add_freejoint(name=f"{color}_cube")
             body.add_geom(
-                name=f"{color}_cube", type=mujoco.mjtGeom.mjGEOM_BOX, size=[half] * 3,
-                mass=cfg.cube_mass, rgba=list(CUBE_PALETTE[color]),
-                friction=list(cfg.cube_friction), condim=4,
+                name=f"{color}_cube",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[half] * 3,
+                mass=cfg.cube_mass,
+                rgba=list(CUBE_PALETTE[color]),
+                friction=list(cfg.cube_friction),
+                condim=4,
             )
 
     def _add_bin(self, world: mujoco.MjsBody) -> None:
@@ -363,23 +392,36 @@ class SimWorld:
         inner, t, h = cfg.bin_inner_size / 2.0, cfg.bin_wall_thickness / 2.0, cfg.bin_wall_height
         body = world.add_body(name="bin", pos=[*cfg.bin_center, 0.0])
         rgba = [0.25, 0.30, 0.35, 1.0]
-        body.add_geom(name="bin_floor", type=mujoco.mjtGeom.mjGEOM_BOX,
-                      size=[inner + 2 * t, inner + 2 * t, t], pos=[0.0, 0.0, t], rgba=rgba)
+        body.add_geom(
+            name="bin_floor",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[inner + 2 * t, inner + 2 * t, t],
+            pos=[0.0, 0.0, t],
+            rgba=rgba,
+        )
         for i, (dx, dy) in enumerate(((1, 0), (-1, 0), (0, 1), (0, -1))):
             size = [t, inner + 2 * t, h / 2.0] if dx else [inner + 2 * t, t, h / 2.0]
-            body.add_geom(name=f"bin_wall_{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=size,
-                          pos=[dx * (inner + t), dy * (inner + t), h / 2.0], rgba=rgba)
+            body.add_geom(
+                name=f"bin_wall_{i}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=size,
+                pos=[dx * (inner + t), dy * (inner + t), h / 2.0],
+                rgba=rgba,
+            )
 
     def _add_camera(self, spec: mujoco.MjSpec) -> None:
         cal = self.calibration
         spec.visual.global_.offwidth = max(cal.width, spec.visual.global_.offwidth)
         spec.visual.global_.offheight = max(cal.height, spec.visual.global_.offheight)
+        spec.visual.quality.offsamples = self.config.render_samples
         # MuJoCo cameras look along -z with y up; the optical frame looks along +z
         # with y down: the same frame turned half a turn about x.
         mj_rot = cal.rotation @ np.diag([1.0, -1.0, -1.0])
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, mj_rot.ravel())
-        cam = spec.worldbody.add_camera(name=CAMERA_NAME, pos=cal.translation.tolist(), quat=quat.tolist())
+        cam = spec.worldbody.add_camera(
+            name=CAMERA_NAME, pos=cal.translation.tolist(), quat=quat.tolist()
+        )
         cam.resolution = [cal.width, cal.height]
         cam.sensor_size = [cal.width * _PIXEL_PITCH, cal.height * _PIXEL_PITCH]
         cam.focal_pixel = [cal.fx, cal.fy]
@@ -402,7 +444,6 @@ class SimWorld:
             joint = m.joint(f"{color}_cube")
             idx.cube_qpos[f"{color}_cube"] = int(m.jnt_qposadr[joint.id])
             idx.cube_dof[f"{color}_cube"] = int(m.jnt_dofadr[joint.id])
-            idx.cube_body[f"{color}_cube"] = m.body(f"{color}_cube").id
         return idx
 
     # ---------------------------------------------------------------- episode
@@ -473,7 +514,9 @@ class SimWorld:
         as applied, clipped to the joint limits. (7,) -> (7,)"""
         q = np.asarray(q, dtype=float)
         if q.shape != (len(ACTUATED_JOINTS),):
-            raise ValueError(f"joint targets must have shape ({len(ACTUATED_JOINTS)},), got {q.shape}")
+            raise ValueError(
+                f"joint targets must have shape ({len(ACTUATED_JOINTS)},), got {q.shape}"
+            )
         if not np.all(np.isfinite(q)):
             raise ValueError(f"joint targets must be finite, got {q}")
         applied = np.clip(q, self._ctrl_low, self._ctrl_high)
@@ -535,7 +578,9 @@ class SimWorld:
         """Whether the object rests inside the bin: centre within the opening, below
         the rim, and (nearly) still."""
         position = self.object_pose(name).position
-        inside = np.all(np.abs(position[:2] - self.config.bin_center) < self.config.bin_inner_size / 2.0)
+        inside = np.all(
+            np.abs(position[:2] - self.config.bin_center) < self.config.bin_inner_size / 2.0
+        )
         below_rim = position[2] < self.config.bin_wall_height
         return bool(inside and below_rim and self.object_speed(name) <= max_speed)
 
@@ -575,12 +620,28 @@ class SimWorld:
             self._renderer = None
 
 
+def _gl_context_class() -> type:
+    """The OpenGL context class named by MUJOCO_GL, EGL when unset (headless).
+
+    Chosen here rather than by `import mujoco`, which fixes mujoco.GLContext from the
+    environment at import time, possibly before anyone set MUJOCO_GL.
+    """
+    backend = os.environ.get("MUJOCO_GL", "egl").strip().lower()
+    if backend == "egl":
+        from mujoco.egl import GLContext
+    elif backend == "osmesa":
+        from mujoco.osmesa import GLContext
+    else:
+        from mujoco.glfw import GLContext
+    return GLContext
+
+
 class _RgbdRenderer:
     """Offscreen renderer reading colour and depth of one camera from the same frame."""
 
     def __init__(self, model: mujoco.MjModel, camera_id: int, width: int, height: int) -> None:
         self._model = model
-        self._gl = mujoco.GLContext(width, height)
+        self._gl = _gl_context_class()(width, height)
         self._gl.make_current()
         self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
@@ -602,8 +663,13 @@ class _RgbdRenderer:
     def render(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
         self._gl.make_current()
         mujoco.mjv_updateScene(
-            self._model, data, self._option, None, self._camera,
-            mujoco.mjtCatBit.mjCAT_ALL, self._scene,
+            self._model,
+            data,
+            self._option,
+            None,
+            self._camera,
+            mujoco.mjtCatBit.mjCAT_ALL,
+            self._scene,
         )
         mujoco.mjr_render(self._rect, self._scene, self._context)
         mujoco.mjr_readPixels(self._rgb, self._depth, self._rect, self._context)

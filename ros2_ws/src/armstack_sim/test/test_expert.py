@@ -1,0 +1,171 @@
+"""Tests of the scripted pick-and-place expert: its geometry, its state machine against
+an idealized world, and a full episode in the MuJoCo world."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from armstack_common.kinematics import ArmKinematics
+from armstack_common.paths import urdf_path
+from armstack_sim.expert import (
+    ExpertConfig,
+    ExpertObservation,
+    PickPlaceExpert,
+    grasp_yaw,
+    run_episode,
+    top_down_pose,
+)
+from armstack_sim.world import ObjectPose, SimConfig, SimWorld
+
+BIN = np.array([0.16, -0.27, 0.006])
+BIN_SIZE = 0.13
+
+
+def _cube(name: str, x: float, y: float, yaw: float = 0.0, z: float = 0.015) -> ObjectPose:
+    return ObjectPose(
+        name=name,
+        color=name.removesuffix("_cube"),
+        position=np.array([x, y, z]),
+        quat_xyzw=np.array([0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)]),
+        size=0.03,
+    )
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.3, 0.7, 1.2, -0.5])
+@pytest.mark.parametrize("xy", [(0.25, 0.0), (0.2, 0.15), (0.3, -0.1)])
+def test_grasp_yaw_closes_on_faces_near_the_natural_wrist_angle(yaw: float, xy: tuple) -> None:
+    cube = _cube("red_cube", *xy, yaw=yaw)
+    finger_axis = grasp_yaw(cube)
+    # Normal to a face: differs from the cube yaw by a multiple of 90 degrees.
+    quarter = (finger_axis - yaw) / (math.pi / 2)
+    assert quarter == pytest.approx(round(quarter), abs=1e-9)
+    natural = math.atan2(xy[1], xy[0]) + math.pi / 2
+    assert abs(finger_axis - natural) <= math.pi / 4 + 1e-9
+
+
+@pytest.mark.parametrize("yaw", [0.0, 1.0, -2.5])
+def test_top_down_pose_points_down_with_fingers_along_yaw(yaw: float) -> None:
+    pose = top_down_pose(np.array([0.2, 0.1, 0.05]), yaw)
+    rot = pose[:3, :3]
+    np.testing.assert_allclose(rot.T @ rot, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rot) == pytest.approx(1.0)
+    np.testing.assert_allclose(rot[:, 0], [0, 0, -1], atol=1e-12)
+    np.testing.assert_allclose(rot[:, 1], [math.cos(yaw), math.sin(yaw), 0], atol=1e-12)
+
+
+class _IdealWorld:
+    """Perfect tracking, and a cube follows closed fingers around it (when `sticky`);
+    released cubes drop straight down to the table or the bin floor."""
+
+    def __init__(self, cubes: list[ObjectPose], sticky: bool) -> None:
+        self.cubes = {c.name: c for c in cubes}
+        self.sticky = sticky
+        self.ee = np.eye(4)
+        self.ee[:3, 3] = (0.14, 0.0, 0.25)
+        self.gripper = 0.034
+        self.held: str | None = None
+
+    def observe(self, t: float) -> ExpertObservation:
+        return ExpertObservation(t, self.ee.copy(), self.gripper, dict(self.cubes))
+
+    def apply(self, pose: np.ndarray, gripper: float) -> None:
+        self.ee, self.gripper = pose.copy(), gripper
+        tip = pose[:3, 3]
+        if gripper < 0.015 and self.held is None and self.sticky:
+            for name, cube in self.cubes.items():
+                if np.linalg.norm(cube.position - tip) < 0.015:
+                    self.held = name
+        if gripper >= 0.015 and self.held is not None:
+            cube = self.cubes[self.held]
+            inside = np.all(np.abs(cube.position[:2] - BIN[:2]) < BIN_SIZE / 2)
+            floor = BIN[2] if inside else 0.0
+            self.cubes[self.held] = _cube(self.held, *cube.position[:2], z=floor + 0.015)
+            self.held = None
+        if self.held is not None:
+            self.cubes[self.held] = _cube(self.held, tip[0], tip[1], z=tip[2] - 0.008)
+
+
+def _run_ideal(world: _IdealWorld, expert: PickPlaceExpert, limit: float = 120.0) -> list[str]:
+    phases: list[str] = []
+    t = 0.0
+    while t < limit:
+        action = expert.act(world.observe(t))
+        if not phases or phases[-1] != action.phase:
+            phases.append(action.phase)
+        if action.done:
+            break
+        world.apply(action.ee_pose, action.gripper)
+        t += 0.02
+    return phases
+
+
+def test_state_machine_delivers_every_cube_to_its_own_spot() -> None:
+    cubes = [
+        _cube("red_cube", 0.25, 0.05, 0.4),
+        _cube("green_cube", 0.3, 0.15),
+        _cube("blue_cube", 0.2, -0.1),
+    ]
+    world = _IdealWorld(cubes, sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, [c.name for c in cubes])
+    phases = _run_ideal(world, expert)
+    cycle = ["approach", "descend", "close", "lift", "transfer", "lower", "release", "retreat"]
+    assert phases == cycle * 3 + ["home", "done"]
+    assert sorted(expert.delivered) == sorted(c.name for c in cubes)
+    assert expert.gave_up == []
+    spots = [world.cubes[c.name].position[:2] for c in cubes]
+    for spot in spots:
+        assert np.all(np.abs(spot - BIN[:2]) < BIN_SIZE / 2 - 0.015)
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(spots) for b in spots[i + 1 :]) > 0.04
+
+
+def test_state_machine_retries_a_failed_grasp_then_gives_up() -> None:
+    world = _IdealWorld([_cube("red_cube", 0.25, 0.05)], sticky=False)
+    config = ExpertConfig(max_attempts=2)
+    expert = PickPlaceExpert(config, BIN, BIN_SIZE, ["red_cube"])
+    phases = _run_ideal(world, expert)
+    failed = ["approach", "descend", "close", "lift", "release", "retreat"]
+    assert phases == failed * 2 + ["home", "done"]
+    assert expert.gave_up == ["red_cube"] and expert.delivered == []
+    assert expert.attempts["red_cube"] == 2
+
+
+def test_targets_move_smoothly() -> None:
+    # Consecutive targets 20 ms apart stay within what the servos can follow.
+    world = _IdealWorld([_cube("red_cube", 0.3, 0.1, 0.2)], sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, ["red_cube"])
+    previous = None
+    t = 0.0
+    while t < 60.0:
+        action = expert.act(world.observe(t))
+        if previous is not None:
+            assert np.linalg.norm(action.ee_pose[:3, 3] - previous[:3, 3]) < 0.02
+        if action.done:
+            break
+        previous = action.ee_pose
+        world.apply(action.ee_pose, action.gripper)
+        t += 0.02
+    assert expert.delivered == ["red_cube"]
+
+
+def test_expert_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="linear_speed"):
+        ExpertConfig(linear_speed=0.0)
+    with pytest.raises(ValueError, match="gripper_open"):
+        ExpertConfig(gripper_open=0.0)
+    with pytest.raises(ValueError, match="target"):
+        PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, [])
+
+
+@pytest.mark.parametrize("seed", [5])
+def test_full_episode_in_the_simulated_world(seed: int) -> None:
+    world = SimWorld(SimConfig())
+    kinematics = ArmKinematics(urdf_path())
+    result = run_episode(world, kinematics, seed)
+    assert result.success, result
+    assert result.in_bin == {name: True for name in world.object_names}
+    assert result.ik_failures == 0
+    # The arm went home afterwards, and the episode took a realistic time.
+    assert np.linalg.norm(world.ee_pose()[:3, 3] - ExpertConfig().home_position) < 0.01
+    assert 5.0 < result.sim_time < 40.0
