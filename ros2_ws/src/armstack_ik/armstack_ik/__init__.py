@@ -1,0 +1,1 @@
+"""End-effector commands to joint commands (IK with motion limits), and link TFs from joint states."""
