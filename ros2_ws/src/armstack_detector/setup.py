@@ -17,5 +17,5 @@ setup(
     description="Object detector: preprocessing, ONNX Runtime inference, output decoders.",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["detector_node = armstack_detector.detector_node:main"]},
 )

@@ -17,5 +17,7 @@ setup(
     description="3D localization of detections from aligned depth, and a multi-object tracker.",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": ["localization_node = armstack_localization.localization_node:main"]
+    },
 )

@@ -50,22 +50,26 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a * b of (x, y, z, w) quaternions (rotation b first, then a)."""
     ax, ay, az, aw = a
     bx, by, bz, bw = b
-    return np.array([
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    ])
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ]
+    )
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """(x, y, z, w) unit quaternion -> (3, 3) rotation matrix."""
     x, y, z, w = q
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
@@ -202,12 +206,17 @@ class TransformBuffer:
             if edge is None or edge.parent != parent or edge.static != static:
                 if edge is not None:
                     logger.warning(
-                        "frame %s: parent %s (%s) replaced by %s (%s)", child, edge.parent,
-                        "static" if edge.static else "dynamic", parent,
+                        "frame %s: parent %s (%s) replaced by %s (%s)",
+                        child,
+                        edge.parent,
+                        "static" if edge.static else "dynamic",
+                        parent,
                         "static" if static else "dynamic",
                     )
                 if self._would_cycle(parent, child):
-                    raise ValueError(f"transform {parent} -> {child} would close a loop in the tree")
+                    raise ValueError(
+                        f"transform {parent} -> {child} would close a loop in the tree"
+                    )
                 edge = self._edges[child] = _Edge(parent, static)
             edge.insert(float(stamp_s), transform, self.cache_time_s)
 
@@ -235,9 +244,8 @@ class TransformBuffer:
         known = set(self._edges) | {e.parent for e in self._edges.values()}
         for frame in (target, source):
             if frame not in known:
-                raise ConnectivityError(
-                    f"frame '{frame}' is unknown (known frames: {', '.join(sorted(known)) or 'none'})"
-                )
+                listed = ", ".join(sorted(known)) or "none"
+                raise ConnectivityError(f"frame '{frame}' is unknown (known frames: {listed})")
         up_source, up_target = self._path_to_root(source), self._path_to_root(target)
         common = set(up_target)
         for i, frame in enumerate(up_source):
@@ -249,8 +257,12 @@ class TransformBuffer:
         )
 
     def _latest_common_time(self, chains: list[list[str]]) -> float:
-        newest = [self._edges[f].newest() for chain in chains for f in chain[:-1]
-                  if not self._edges[f].static]
+        newest = [
+            self._edges[f].newest()
+            for chain in chains
+            for f in chain[:-1]
+            if not self._edges[f].static
+        ]
         return min(newest) if newest else 0.0
 
     def _to_ancestor(self, chain: list[str], t: float) -> Transform:

@@ -43,8 +43,11 @@ def _pose(R: np.ndarray, t) -> np.ndarray:
     [([0, 0, 1], 0.3), ([1, 0, 0], -1.2), ([1, 2, 3], 2.5), ([0, 1, 0], math.pi - 1e-3)],
 )
 def test_quaternion_matrix_matches_rodrigues(axis, angle):
-    np.testing.assert_allclose(Transform.make([0, 0, 0], _quat(axis, angle)).matrix()[:3, :3],
-                               _rot(axis, angle), atol=1e-12)
+    np.testing.assert_allclose(
+        Transform.make([0, 0, 0], _quat(axis, angle)).matrix()[:3, :3],
+        _rot(axis, angle),
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("s", [0.0, 0.25, 0.5, 0.9, 1.0])
@@ -54,29 +57,37 @@ def test_quaternion_matrix_matches_rodrigues(axis, angle):
 )
 def test_slerp_follows_the_rotation_angle_linearly(axis, a0, a1, s):
     q = slerp(_quat(axis, a0), _quat(axis, a1), s)
-    np.testing.assert_allclose(Transform.make([0, 0, 0], q).matrix()[:3, :3],
-                               _rot(axis, a0 + s * (a1 - a0)), atol=1e-9)
+    np.testing.assert_allclose(
+        Transform.make([0, 0, 0], q).matrix()[:3, :3], _rot(axis, a0 + s * (a1 - a0)), atol=1e-9
+    )
 
 
 def test_slerp_takes_the_short_arc_when_quaternion_signs_differ():
     q0 = _quat([0, 0, 1], 0.1)
     q1 = -_quat([0, 0, 1], 0.5)  # the same rotation as +q, on the other hemisphere
     q = slerp(q0, q1, 0.5)
-    np.testing.assert_allclose(Transform.make([0, 0, 0], q).matrix()[:3, :3],
-                               _rot([0, 0, 1], 0.3), atol=1e-12)
+    np.testing.assert_allclose(
+        Transform.make([0, 0, 0], q).matrix()[:3, :3], _rot([0, 0, 1], 0.3), atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("t, expect_angle, expect_x", [
-    (10.0, 0.0, 0.0), (10.5, 0.4, 1.0), (11.0, 0.8, 2.0), (11.25, 1.0, 2.5), (12.0, 1.6, 4.0),
-])
+@pytest.mark.parametrize(
+    "t, expect_angle, expect_x",
+    [
+        (10.0, 0.0, 0.0),
+        (10.5, 0.4, 1.0),
+        (11.0, 0.8, 2.0),
+        (11.25, 1.0, 2.5),
+        (12.0, 1.6, 4.0),
+    ],
+)
 def test_dynamic_edge_interpolates_between_samples(t, expect_angle, expect_x):
     buf = TransformBuffer()
     buf.set_transform("world", "arm", 10.0, [0, 0, 0], _quat([0, 0, 1], 0.0))
     buf.set_transform("world", "arm", 11.0, [2, 0, 0], _quat([0, 0, 1], 0.8))
     buf.set_transform("world", "arm", 12.0, [4, 0, 0], _quat([0, 0, 1], 1.6))
     T = buf.lookup_matrix("world", "arm", t)
-    np.testing.assert_allclose(T, _pose(_rot([0, 0, 1], expect_angle), [expect_x, 0, 0]),
-                               atol=1e-9)
+    np.testing.assert_allclose(T, _pose(_rot([0, 0, 1], expect_angle), [expect_x, 0, 0]), atol=1e-9)
 
 
 def test_samples_arriving_out_of_order_are_sorted():
@@ -95,8 +106,9 @@ def _tree() -> tuple[TransformBuffer, dict[str, np.ndarray]]:
     w_base = _pose(_rot([0, 0, 1], 0.7), [1.0, -2.0, 0.1])
     base_cam = _pose(_rot([1, 0.2, -0.4], 2.2), [0.68, 0.0, 0.5])
     buf.set_transform("world", "base_link", 0.0, w_base[:3, 3], _quat([0, 0, 1], 0.7), static=True)
-    buf.set_transform("base_link", "camera", 0.0, base_cam[:3, 3], _quat([1, 0.2, -0.4], 2.2),
-                      static=True)
+    buf.set_transform(
+        "base_link", "camera", 0.0, base_cam[:3, 3], _quat([1, 0.2, -0.4], 2.2), static=True
+    )
     for t, angle in ((1.0, 0.2), (2.0, 0.6)):
         buf.set_transform("base_link", "shoulder", t, [0, 0, 0.1 * t], _quat([0, 1, 0], angle))
         buf.set_transform("shoulder", "ee_link", t, [0.3, 0, 0], _quat([1, 0, 0], -angle))
@@ -135,8 +147,9 @@ def test_lookup_maps_points_from_source_to_target():
 def test_static_only_chain_holds_at_any_time_and_leading_slash_is_ignored():
     buf, poses = _tree()
     for t in (0.0, 1e-9, 5.0, 1e9):
-        np.testing.assert_allclose(buf.lookup_matrix("/world", "camera", t), poses["camera"],
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            buf.lookup_matrix("/world", "camera", t), poses["camera"], atol=1e-12
+        )
 
 
 def test_time_zero_means_the_latest_common_time():
@@ -144,8 +157,10 @@ def test_time_zero_means_the_latest_common_time():
     buf.set_transform("base_link", "shoulder", 3.0, [0, 0, 9.0], [0, 0, 0, 1])
     # shoulder goes to t = 3 but ee_link only to t = 2: the chain's latest common time is 2,
     # where shoulder interpolates between its t = 2 and t = 3 samples.
-    np.testing.assert_allclose(buf.lookup("base_link", "ee_link", 0.0).matrix(),
-                               buf.lookup("base_link", "ee_link", 2.0).matrix())
+    np.testing.assert_allclose(
+        buf.lookup("base_link", "ee_link", 0.0).matrix(),
+        buf.lookup("base_link", "ee_link", 2.0).matrix(),
+    )
     np.testing.assert_allclose(buf.lookup("base_link", "shoulder", 0.0).translation, [0, 0, 9.0])
 
 

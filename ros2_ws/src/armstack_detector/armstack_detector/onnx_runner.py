@@ -1,8 +1,8 @@
 """ONNX Runtime detector: preprocessing, inference and decoding of one RGB image.
 
-The execution provider is chosen by configuration with a fallback chain TensorRT -> CUDA -> CPU:
-whatever the requested provider's chain offers in this onnxruntime build is used, and each
-provider that is missing is logged with what runs instead.
+The execution provider is chosen by configuration with a fallback chain TensorRT -> CUDA -> CPU
+(armstack_common.onnx_session): whatever the requested provider's chain offers in this
+onnxruntime build is used, and each provider that is missing is logged with what runs instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from armstack_common.onnx_session import ORT_PROVIDER_NAMES, open_session
 from armstack_detector.decoders import (
     LAYOUTS,
     DecodeConfig,
@@ -31,19 +32,6 @@ logger = logging.getLogger(__name__)
 
 # The offline tool that trains and exports the detector this runner loads.
 TRAIN_TOOL = "tools/train_detector.py"
-
-ORT_PROVIDER_NAMES = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-_FALLBACK_CHAIN = {
-    "tensorrt": ("tensorrt", "cuda", "cpu"),
-    "cuda": ("cuda", "cpu"),
-    "cpu": ("cpu",),
-}
-
-ProviderSpec = str | tuple[str, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -93,38 +81,6 @@ class DetectorConfig:
         )
 
 
-def select_providers(
-    requested: str, available: list[str], fp16: bool, engine_cache_dir: str
-) -> tuple[list[ProviderSpec], list[str]]:
-    """Providers to hand onnxruntime for `requested`, and a note per missing provider.
-
-    The whole available part of the fallback chain is passed, so nodes a faster provider cannot
-    run still fall back to the next one inside the same session.
-    """
-    chain = _FALLBACK_CHAIN[requested]
-    usable = [p for p in chain if ORT_PROVIDER_NAMES[p] in available]
-    if "cpu" not in usable:  # every onnxruntime build has it; keep the chain's floor anyway
-        usable.append("cpu")
-    notes = [
-        f"{ORT_PROVIDER_NAMES[p]} ({p}) is not available in this onnxruntime build "
-        f"(available: {', '.join(available)}); using {ORT_PROVIDER_NAMES[usable[0]]} instead"
-        for p in chain[: chain.index(usable[0])]
-    ]
-    specs: list[ProviderSpec] = []
-    for p in usable:
-        if p == "tensorrt":
-            options = {
-                "trt_fp16_enable": str(fp16),
-                "trt_engine_cache_enable": str(bool(engine_cache_dir)),
-            }
-            if engine_cache_dir:
-                options["trt_engine_cache_path"] = str(Path(engine_cache_dir).expanduser())
-            specs.append((ORT_PROVIDER_NAMES[p], options))
-        else:
-            specs.append(ORT_PROVIDER_NAMES[p])
-    return specs, notes
-
-
 def class_names_from_metadata(metadata: dict[str, str]) -> dict[int, str]:
     """Class id -> name from ultralytics' `names` metadata ("{0: 'cube', ...}"); {} if absent."""
     text = metadata.get("names")
@@ -156,22 +112,17 @@ class OnnxDetector:
                 f"detector model not found: {path}. Train and export one with {TRAIN_TOOL} "
                 f"(writes models/detector.onnx), or set model_path to an existing ONNX file."
             )
-        specs, notes = select_providers(
-            config.provider, ort.get_available_providers(), config.fp16, config.engine_cache_dir
-        )
-        for note in notes:
-            logger.warning(note)
         if config.fp16 and config.provider != "tensorrt":
             logger.info("fp16 applies to TensorRT engines only; the model's own input type is used")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.intra_op_threads
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=specs)
+        self._session = open_session(
+            path,
+            config.provider,
+            fp16=config.fp16,
+            engine_cache_dir=config.engine_cache_dir,
+            intra_op_threads=config.intra_op_threads,
+            label="detector",
+        )
         self.providers: list[str] = self._session.get_providers()
-        wanted = specs[0] if isinstance(specs[0], str) else specs[0][0]
-        if wanted not in self.providers:
-            # Present in the build but failed to start (e.g. TensorRT/CUDA libraries missing).
-            logger.warning("%s failed to initialise; running on %s", wanted, self.providers[0])
-        logger.info("detector %s runs on %s", path.name, ", ".join(self.providers))
 
         inputs = _meta(self._session.get_inputs())
         outputs = _meta(self._session.get_outputs())

@@ -9,12 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from armstack_detector.decoders import DecodeConfig, ModelLayoutError
-from armstack_detector.onnx_runner import (
-    TRAIN_TOOL,
-    DetectorConfig,
-    OnnxDetector,
-    select_providers,
-)
+from armstack_detector.onnx_runner import TRAIN_TOOL, DetectorConfig, OnnxDetector
 from armstack_detector.preprocess import letterbox, stretch
 
 WHITE_LANDSCAPE = np.full((480, 640, 3), 255, np.uint8)
@@ -289,36 +284,11 @@ def test_missing_model_names_path_and_tool(tmp_path):
 
 def test_missing_provider_falls_back_with_a_log_line(tmp_path, caplog):
     path = yolo_raw_model(tmp_path / "m.onnx", _yolo_raw_tensor(WHITE_LANDSCAPE, BOXES))
-    with caplog.at_level(logging.WARNING, logger="armstack_detector.onnx_runner"):
+    with caplog.at_level(logging.WARNING, logger="armstack_common.onnx_session"):
         det = _detector(path, provider="tensorrt", fp16=True, engine_cache_dir=str(tmp_path))
     assert det.providers == ["CPUExecutionProvider"]
     assert "TensorrtExecutionProvider (tensorrt) is not available" in caplog.text
     assert "using CPUExecutionProvider instead" in caplog.text
-
-
-def test_select_providers_chain_and_trt_options():
-    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    specs, notes = select_providers("tensorrt", everything, True, "/tmp/engines")
-    assert notes == []
-    assert specs[0] == (
-        "TensorrtExecutionProvider",
-        {
-            "trt_fp16_enable": "True",
-            "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": "/tmp/engines",
-        },
-    )
-    assert specs[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-    specs, notes = select_providers(
-        "tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"], False, ""
-    )
-    assert specs == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert len(notes) == 1 and "using CUDAExecutionProvider instead" in notes[0]
-
-    specs, notes = select_providers("cuda", ["CPUExecutionProvider"], False, "")
-    assert specs == ["CPUExecutionProvider"] and "CUDAExecutionProvider (cuda)" in notes[0]
-    assert select_providers("cpu", everything, False, "") == (["CPUExecutionProvider"], [])
 
 
 @pytest.mark.parametrize(
