@@ -122,9 +122,12 @@ VPY="$VENV/bin/python"
 # --- pinned Python packages -----------------------------------------------------------------
 # requirements.txt pins everything; re-installing is skipped while its hash (and the mode and
 # Python) match the stamp from the last successful install, so a re-run costs no pip time.
+# Training deps (torch) are for tools/ and the tests, not the runtime: a robot computer's image
+# sets ARMSTACK_TRAINING=0 to leave them out.
+WITH_TRAINING="${ARMSTACK_TRAINING:-1}"
 install_requirements() {
-  local req="$REPO/requirements.txt" stamp
-  stamp="$( { cat "$req"; echo "system_ros=$SYSTEM_ROS python=$PY_VER"; } | sha256sum | cut -d' ' -f1)"
+  local req="$REPO/requirements.txt" train="$REPO/requirements-train.txt" stamp
+  stamp="$( { cat "$req"; (( WITH_TRAINING )) && cat "$train"; echo "system_ros=$SYSTEM_ROS python=$PY_VER"; } | sha256sum | cut -d' ' -f1)"
   if [[ -f "$REQ_STAMP" && "$(cat "$REQ_STAMP")" == "$stamp" ]]; then
     log "python packages: up to date"
     return
@@ -139,6 +142,12 @@ install_requirements() {
   log "pip install -r requirements.txt (first run: several minutes)"
   # -qq: errors only; pip's per-package notes and index warnings would bury the progress lines.
   "$VPY" -m pip install -qq --progress-bar off -r "$effective"
+  if (( WITH_TRAINING )); then
+    log "pip install -r requirements-train.txt (torch, CPU build)"
+    # --no-deps: torch declares setuptools>=77, colcon needs the older pin of requirements.txt;
+    # requirements-train.txt pins torch's own dependencies instead.
+    "$VPY" -m pip install -qq --progress-bar off --no-deps -r "$train"
+  fi
   echo "$stamp" > "$REQ_STAMP"
 }
 install_requirements

@@ -1,0 +1,154 @@
+"""ONNX export: parity with torch, model card contents, metadata, the runtime's sampling path."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from armstack_learning.data import dataset_fingerprint  # noqa: E402
+from armstack_learning.export import (  # noqa: E402
+    METADATA_CARD_KEY,
+    check_parity,
+    export_checkpoint,
+    export_onnx,
+)
+from armstack_learning.factory import policy_from_checkpoint  # noqa: E402
+from armstack_learning.train import TrainConfig, train  # noqa: E402
+from armstack_policy.ddim import DDIMSampler, NoiseSchedule, alphas_cumprod  # noqa: E402
+
+
+def _train(tmp_path_factory, dataset_root, layout, kind, cfg, **train_kwargs):
+    out = tmp_path_factory.mktemp(kind)
+    tc = TrainConfig(policy=kind, dataset=str(dataset_root), out=str(out / "run"), steps=3,
+                     batch_size=4, save_every=3, log_every=1, **train_kwargs)
+    return train(tc, cfg, layout), out
+
+
+@pytest.fixture(scope="module")
+def act_export(tmp_path_factory, dataset_root, layout, tiny_act_config):
+    ckpt, out = _train(tmp_path_factory, dataset_root, layout, "act", tiny_act_config())
+    return export_checkpoint(ckpt, out / "model"), ckpt
+
+
+@pytest.fixture(scope="module")
+def diffusion_export(tmp_path_factory, dataset_root, layout, tiny_diffusion_config):
+    ckpt, out = _train(tmp_path_factory, dataset_root, layout, "diffusion",
+                       tiny_diffusion_config(), ema=True)
+    return export_checkpoint(ckpt, out / "model"), ckpt
+
+
+def _dataset_obs(ds, indices, keys):
+    items = [ds[i] for i in indices]
+    return {k: np.stack([it[k].numpy() for it in items]) for k in keys}
+
+
+def test_act_graph_matches_torch_in_raw_units(act_export, make_dataset):
+    result, ckpt = act_export
+    parity = result.card["parity"]
+    assert parity["passed"] and parity["action_chunk_max_abs_error"] <= 1e-4
+    policy, _ = policy_from_checkpoint(ckpt)
+    sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["observation.state",
+                                                   "observation.environment_state"]
+    assert sess.get_inputs()[0].shape == ["batch", 1, 7]
+    assert sess.get_outputs()[0].name == "action"
+    ds = make_dataset(1, 10)
+    for indices in ([5], [0, 41, 90]):  # the batch axis is dynamic
+        obs = _dataset_obs(ds, indices, policy.layout.input_keys)
+        got = sess.run(["action"], obs)[0]
+        with torch.no_grad():
+            want = policy.predict_chunk({k: torch.from_numpy(v) for k, v in obs.items()}).numpy()
+        assert got.shape == (len(indices), 10, 7)
+        assert np.max(np.abs(got - want)) <= 1e-4
+
+
+def test_act_card(act_export, dataset_root):
+    result, _ = act_export
+    card = json.loads(result.card_path.read_text())
+    assert card == json.loads(json.dumps(result.card))
+    assert card["policy"]["kind"] == "act" and card["policy"]["config"]["chunk_size"] == 10
+    assert card["control"] == {**card["control"], "fps": 50, "chunk_size": 10, "n_obs_steps": 1}
+    assert card["action"]["kind"] == "joint" and card["action"]["topic"] == "joint_command"
+    assert card["action"]["units"] == ["rad"] * 6 + ["m"]
+    env = card["observation"]["observation.environment_state"]
+    assert env["frame"] == "base_link"
+    assert env["names"][:4] == ["red_cube_x", "red_cube_y", "red_cube_z", "red_cube_present"]
+    assert env["classes"] == ["red_cube", "green_cube", "blue_cube"]
+    norm = card["normalization"]["features"]
+    assert set(norm) == {"observation.state", "observation.environment_state", "action"}
+    assert card["dataset"]["sha256"] == dataset_fingerprint(dataset_root)
+    assert card["dataset"]["episodes"] == 3 and card["training"]["steps"] == 3
+    assert card["evaluation"] is None
+    meta = {p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}
+    assert json.loads(meta[METADATA_CARD_KEY])["normalization"] == card["normalization"]
+    assert onnx.load(str(result.onnx_path)).opset_import[0].version >= 17
+    md = (result.card_path.parent / "MODEL_CARD.md").read_text()
+    assert "joint_command" in md and "red_cube_present [flag]" in md and card["dataset"]["sha256"] in md
+
+
+def test_diffusion_denoiser_and_ddim_parity(diffusion_export):
+    result, _ = diffusion_export
+    parity = result.card["parity"]
+    assert parity["passed"]
+    assert parity["denoiser_max_abs_error"] <= 1e-4 and parity["ddim_sample_max_abs_error"] <= 1e-4
+    assert result.card["training"]["weights"] == "ema"
+
+
+def test_runtime_path_from_card_alone(diffusion_export, make_dataset):
+    """What the policy node does: schedule and unnormalization from the card, NumPy DDIM with
+    the ONNX denoiser; equals the torch policy's chunk for the same noise."""
+    result, ckpt = diffusion_export
+    card = json.loads(result.card_path.read_text())
+    diff = card["diffusion"]
+    schedule = NoiseSchedule.from_dict(diff)
+    np.testing.assert_allclose(diff["alphas_cumprod"], alphas_cumprod(schedule), rtol=1e-6)
+    meta = {p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}
+    assert json.loads(meta["action_offset"]) == diff["unnormalize"]["offset"]
+    sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    policy, _ = policy_from_checkpoint(ckpt)
+    obs = _dataset_obs(make_dataset(2, 8), [7, 77], policy.layout.input_keys)
+    noise = np.random.default_rng(5).standard_normal((2, 8, 7)).astype(np.float32)
+    sampler = DDIMSampler(schedule, diff["num_inference_steps"], diff["timestep_spacing"])
+
+    def denoise(x, t):
+        return sess.run(["eps"], {"x_t": x, "timestep": np.full(2, t, np.int64), **obs})[0]
+
+    x0 = sampler.sample(denoise, noise)
+    got = x0 * np.array(diff["unnormalize"]["scale"]) + np.array(diff["unnormalize"]["offset"])
+    with torch.no_grad():
+        want = policy.predict_chunk({k: torch.from_numpy(v) for k, v in obs.items()},
+                                    noise=torch.from_numpy(noise)).numpy()
+    assert np.max(np.abs(got - want)) <= 1e-4
+    md = (result.card_path.parent / "MODEL_CARD.md").read_text()
+    assert "DDIM" in md and "normalized action space" in md
+
+
+def test_parity_check_detects_a_different_model(tmp_path, make_policy, tiny_act_config):
+    exported, _ = make_policy("act", tiny_act_config(), seed=0)
+    other, _ = make_policy("act", tiny_act_config(), seed=1)
+    path = tmp_path / "a.onnx"
+    export_onnx(exported, path)
+    assert check_parity(exported, path)["action_chunk_max_abs_error"] <= 1e-4
+    assert check_parity(other.eval(), path)["action_chunk_max_abs_error"] > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["act", "diffusion"])
+def test_camera_policies_export_with_parity(tmp_path, kind, tiny_act_config, tiny_diffusion_config):
+    from armstack_learning.factory import build_policy, placeholder_normalizer
+    from armstack_learning.features import FeatureLayout
+
+    layout = FeatureLayout(cameras=("top", "wrist"), image_size=(32, 48))
+    cfg = tiny_act_config() if kind == "act" else tiny_diffusion_config()
+    torch.manual_seed(0)
+    policy = build_policy(kind, cfg, layout, placeholder_normalizer(layout)).eval()
+    path = tmp_path / "cam.onnx"
+    export_onnx(policy, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert names[-2:] == ["observation.images.top", "observation.images.wrist"]
+    assert sess.get_inputs()[-1].shape == ["batch", policy.n_obs_steps, 3, 32, 48]
+    assert max(check_parity(policy, path).values()) <= 1e-4

@@ -1,0 +1,121 @@
+"""Training loop: exact resume, checkpoints and log, batch order, configs (in process)."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
+
+from armstack_learning.factory import config_with_overrides  # noqa: E402
+from armstack_learning.train import (  # noqa: E402
+    DistInfo,
+    StepBatchSampler,
+    TrainConfig,
+    latest_checkpoint,
+    train,
+)
+
+
+def _config(dataset_root, out, kind, **kwargs) -> TrainConfig:
+    values = {"policy": kind, "dataset": str(dataset_root), "out": str(out), "steps": 6,
+              "batch_size": 4, "save_every": 100, "log_every": 2}
+    values.update(kwargs)
+    return TrainConfig(**values)
+
+
+def _assert_same(a, b, path="ckpt"):
+    """Recursive exact equality of checkpoint contents (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("kind", ["act", "diffusion"])
+def test_resume_continues_exactly(tmp_path, dataset_root, layout, tiny_act_config,
+                                  tiny_diffusion_config, kind):
+    # dropout and the VAE latent (ACT), timesteps and noise (diffusion) all draw from the RNG
+    cfg = tiny_act_config(dropout=0.1) if kind == "act" else tiny_diffusion_config()
+    extra = {"ema": True, "lr_schedule": "cosine", "warmup_steps": 2} if kind == "diffusion" else {}
+    straight = train(_config(dataset_root, tmp_path / "a", kind, **extra), cfg, layout)
+    _ = train(_config(dataset_root, tmp_path / "b", kind, stop_at=3, **extra), cfg, layout)
+    assert latest_checkpoint(tmp_path / "b").name == "step_000000003.pt"
+    resumed = train(_config(dataset_root, tmp_path / "b", kind, **extra), cfg, layout, resume=True)
+    a = torch.load(straight, weights_only=False)
+    b = torch.load(resumed, weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in ("model", "optimizer", "scheduler", "ema", "rng"):
+        _assert_same(a[key], b[key], key)
+    log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 3, 4, 6]  # every 2 steps plus the stop step
+
+
+def test_resume_without_checkpoint_starts_fresh_and_at_end_does_nothing(
+        tmp_path, dataset_root, layout, tiny_act_config):
+    cfg = _config(dataset_root, tmp_path / "run", "act", steps=2)
+    first = train(cfg, tiny_act_config(), layout, resume=True)
+    assert first.name == "step_000000002.pt"
+    before = first.stat().st_mtime_ns
+    assert train(cfg, tiny_act_config(), layout, resume=True) == first
+    assert first.stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="'act' policy"):
+        train(_config(dataset_root, tmp_path / "run", "diffusion", steps=2),
+              tiny_act_config(), layout, resume=True)
+
+
+def test_checkpoints_are_pruned(tmp_path, dataset_root, layout, tiny_act_config):
+    train(_config(dataset_root, tmp_path, "act", steps=5, save_every=1, keep_checkpoints=2),
+          tiny_act_config(), layout)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_000000004.pt", "step_000000005.pt"]
+
+
+def test_batches_follow_step_and_split_across_ranks():
+    whole = list(StepBatchSampler(20, 3, 7, DistInfo(), 0, 8))
+    again = list(StepBatchSampler(20, 3, 7, DistInfo(), 5, 8))
+    assert whole[5:] == again  # a resumed run reads the same batches
+    assert all(len(b) == 3 for b in whole)
+    epoch0 = [i for b in whole[:6] for i in b]  # 6 batches of 3 per epoch of 20
+    assert len(set(epoch0)) == 18
+    ranks = [list(StepBatchSampler(20, 3, 7, DistInfo(r, 2, r), 0, 3)) for r in (0, 1)]
+    seen = [{i for b in r for i in b} for r in ranks]
+    assert not seen[0] & seen[1]  # ranks read disjoint samples within an epoch
+    with pytest.raises(ValueError, match="batch"):
+        StepBatchSampler(5, 3, 0, DistInfo(0, 2, 0), 0, 1)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"policy": "bc"}, "TrainConfig.policy"),
+    ({"steps": 0}, "TrainConfig.steps"),
+    ({"lr": -1.0}, "TrainConfig.lr"),
+    ({"lr_schedule": "step"}, "TrainConfig.lr_schedule"),
+    ({"stop_at": 7}, "TrainConfig.stop_at"),
+])
+def test_train_config_validation_names_the_field(kwargs, field):
+    values = {"policy": "act", "dataset": "d", "out": "o", "steps": 6}
+    values.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**values)
+
+
+def test_policy_config_overrides_from_strings():
+    cfg = config_with_overrides("diffusion", {"horizon": "32", "down_dims": "[64, 128]",
+                                              "schedule.num_train_timesteps": "50",
+                                              "timestep_spacing": "leading"})
+    assert cfg.horizon == 32 and cfg.down_dims == (64, 128)
+    assert cfg.schedule.num_train_timesteps == 50 and cfg.timestep_spacing == "leading"
+    with pytest.raises(ValueError, match="chunk_sise"):
+        config_with_overrides("act", {"chunk_sise": "5"})
+    with pytest.raises(ValueError, match="ACTConfig.chunk_size"):
+        config_with_overrides("act", {"chunk_size": "0"})

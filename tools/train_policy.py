@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Train an ACT or Diffusion Policy on a LeRobot v3.0 dataset (CPU or GPU, one or more processes).
+
+    python tools/train_policy.py --policy act --dataset DATA --steps 100000 --out runs/act1
+    python tools/train_policy.py --policy act --dataset DATA --steps 100000 --out runs/act1 --resume
+    torchrun --nproc_per_node 2 tools/train_policy.py --policy diffusion --dataset DATA ...
+
+Policy hyperparameters keep their defaults unless set with --set NAME=VALUE (repeatable; JSON
+values, e.g. --set chunk_size=50 --set down_dims=[128,256] --set schedule.num_train_timesteps=50).
+--resume continues the newest checkpoint in OUT/checkpoints exactly (same data order, RNG,
+optimizer and schedule); its policy config and layout come from the checkpoint.
+Writes OUT/checkpoints/step_*.pt and OUT/train_log.jsonl; export with tools/export_policy.py.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy"):
+    sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
+
+from armstack_learning.factory import POLICY_KINDS, config_with_overrides  # noqa: E402
+from armstack_learning.features import ACTION_KINDS, ObjectSlotsConfig, layout_for_dataset  # noqa: E402
+from armstack_learning.normalize import NormalizationConfig  # noqa: E402
+from armstack_learning.train import LR_SCHEDULES, TrainConfig, train  # noqa: E402
+from armstack_recorder.metadata import read_info  # noqa: E402
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--policy", choices=POLICY_KINDS, required=True)
+    p.add_argument("--dataset", required=True, help="LeRobot v3.0 dataset root")
+    p.add_argument("--steps", type=int, required=True, help="total optimizer steps of the run")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, log)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's newest checkpoint")
+    p.add_argument("--stop-at", type=int, help="stop (and checkpoint) at this step")
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--lr", type=float, help="learning rate (default: the policy's preset)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="default: constant for act, cosine for diffusion")
+    p.add_argument("--warmup-steps", type=int, help="default: 0 for act, 500 for diffusion")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction,
+                   help="keep an EMA of the weights (default: on for diffusion)")
+    p.add_argument("--grad-clip", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--keep-checkpoints", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
+    p.add_argument("--objects", default="red_cube,green_cube,blue_cube",
+                   help="object classes of observation.environment_state, in order; 'none' for "
+                        "no environment state")
+    p.add_argument("--object-fields", default="x,y,z,present")
+    p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
+    p.add_argument("--cameras", default="", help="camera names to use as image inputs")
+    p.add_argument("--min-scale", type=float, default=NormalizationConfig.min_scale)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="policy config field")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = _parse()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        print(f"--set takes NAME=VALUE, got {bad}", file=sys.stderr)
+        return 2
+    overrides = dict(item.split("=", 1) for item in args.set)
+    diffusion = args.policy == "diffusion"
+    cfg = TrainConfig(
+        policy=args.policy, dataset=args.dataset, out=args.out, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr,
+        lr_schedule=args.lr_schedule or ("cosine" if diffusion else "constant"),
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else (500 if diffusion else 0),
+        grad_clip_norm=args.grad_clip, ema=args.ema if args.ema is not None else diffusion,
+        seed=args.seed, save_every=args.save_every, log_every=args.log_every,
+        keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
+        normalization=NormalizationConfig(min_scale=args.min_scale))
+    objects = None if args.objects == "none" else ObjectSlotsConfig(
+        classes=_csv(args.objects), fields=_csv(args.object_fields))
+    layout = layout_for_dataset(read_info(Path(args.dataset))["features"], objects,
+                                args.action_kind, _csv(args.cameras))
+    last = train(cfg, config_with_overrides(args.policy, overrides), layout, resume=args.resume)
+    logging.getLogger(__name__).info("last checkpoint: %s", last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
