@@ -1,0 +1,191 @@
+"""Unattended demonstrations in the simulator: the scripted expert as a teleop source.
+
+`ExpertSession` runs armstack_sim's `PickPlaceExpert` once per episode and drives the episode
+controller like an operator would: reset the scene (the node calls `sim/reset`), wait until
+the arm and the objects are observed after the reset, start a take, stream the expert's
+ee targets, and when the expert is done save the take if every cube rests in the bin
+(otherwise discard it and redo the episode on the next scene), then reset again; the
+controller ends the session once `target_episodes` takes are saved. The expert sees what the
+graph measures: object poses from `sim/ground_truth` and the ee pose by FK of `joint_states`
+(or the simulator's `sim/ee_pose`), so its commands take the same path to the arm as a
+person's (teleop -> IK -> driver) and the recorder records them the same way.
+
+A take that the operator ends from outside (key, service) is followed by a reset too.
+Times are float seconds of one clock (the node's ROS clock; object stamps come from it too).
+Plain module: no rclpy.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from armstack_sim.expert import ExpertAction, ExpertConfig, ExpertObservation, PickPlaceExpert
+from armstack_sim.world import ObjectPose
+
+from armstack_teleop.episode import EpisodeStatus, Event, State
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExpertSessionConfig:
+    """Scene facts the expert needs and the session's timing."""
+
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    # The simulator's bin (armstack_sim.world.SimConfig): centre (x, y) on the table, floor
+    # height, square inner opening and wall height, in base_link.
+    bin_center: tuple[float, float] = (0.16, -0.27)
+    bin_floor_height: float = 0.006  # m
+    bin_inner_size: float = 0.13  # m
+    bin_wall_height: float = 0.05  # m
+    time_limit: float = 60.0  # s per take; beyond, the take is discarded
+    # After sim/reset no command is sent this long: the IK node restarts from the measured
+    # joints only after its resync_after (1 s) without commands, and the arm settles.
+    settle_after_reset: float = 1.5  # s
+    max_observation_age: float = 0.5  # s; older object poses or joint states hold the expert
+    keep_failures: bool = False  # save takes that end with a cube outside the bin
+    # s between attempts when sim/reset fails; short, as at start the service is often not yet
+    # discovered, and an attempt costs nothing while it is missing.
+    reset_retry_period: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.bin_center) != 2:
+            raise ValueError(f"ExpertSessionConfig.bin_center must be (x, y), got {self.bin_center}")
+        for name in ("bin_inner_size", "bin_wall_height", "time_limit", "max_observation_age",
+                     "reset_retry_period"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"ExpertSessionConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("bin_floor_height", "settle_after_reset"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"ExpertSessionConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the graph measured, with the stamps (s) of its two sources."""
+
+    ee_pose: np.ndarray  # (4, 4) ee_link in base_link
+    gripper: float  # m, left_finger
+    objects: Mapping[str, ObjectPose]
+    objects_stamp: float
+    state_stamp: float  # of the joint state (or true ee pose) behind ee_pose
+
+
+class Phase(enum.Enum):
+    NEED_RESET = "need_reset"
+    RESETTING = "resetting"  # sim/reset called, no answer yet
+    SETTLING = "settling"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ExpertStep:
+    """One tick: an ee target to publish, an episode event to apply, whether to call sim/reset."""
+
+    action: ExpertAction | None = None
+    event: Event | None = None
+    request_reset: bool = False
+    note: str | None = None  # worth a log line
+
+
+class ExpertSession:
+    def __init__(self, config: ExpertSessionConfig) -> None:
+        self.config = config
+        self.phase = Phase.NEED_RESET
+        self._expert: PickPlaceExpert | None = None
+        self._retry_at = float("-inf")
+        self._reset_at = 0.0
+        self._take_started = 0.0
+        self._holding = False  # observations went stale during the take
+        self.results: list[dict[str, bool]] = []  # per finished take: cube -> in the bin
+
+    @property
+    def bin_floor_center(self) -> np.ndarray:
+        """(3,)"""
+        return np.array([*self.config.bin_center, self.config.bin_floor_height])
+
+    def in_bin(self, obj: ObjectPose) -> bool:
+        """Centre within the bin's opening and below its rim (as SimWorld.object_in_bin)."""
+        inside = np.all(np.abs(obj.position[:2] - np.array(self.config.bin_center)) < self.config.bin_inner_size / 2)
+        return bool(inside and obj.position[2] < self.config.bin_wall_height)
+
+    def reset_done(self, now: float, ok: bool, message: str) -> str:
+        """The answer of sim/reset; returns a line for the log."""
+        if self.phase is not Phase.RESETTING:
+            return f"late sim/reset answer ignored: {message}"
+        if ok:
+            self.phase, self._reset_at = Phase.SETTLING, now
+            return f"scene reset: {message}"
+        self.phase, self._retry_at = Phase.NEED_RESET, now + self.config.reset_retry_period
+        return f"sim/reset failed ({message}); retrying in {self.config.reset_retry_period:g} s"
+
+    def tick(self, now: float, status: EpisodeStatus, obs: Observation | None) -> ExpertStep:
+        if status.state is State.FINISHED:
+            self.phase, self._expert = Phase.STOPPED, None
+            return ExpertStep()
+        if self.phase is Phase.RUNNING and status.state is not State.RECORDING:
+            self.phase, self._expert = Phase.NEED_RESET, None
+            return ExpertStep(note="take ended from outside the expert: resetting the scene")
+        if self.phase is Phase.NEED_RESET and now >= self._retry_at:
+            self.phase = Phase.RESETTING
+            return ExpertStep(request_reset=True)
+        if self.phase is Phase.SETTLING and self._observed_after_reset(now, obs):
+            assert obs is not None
+            return self._begin(now, status, obs)
+        if self.phase is Phase.RUNNING:
+            return self._run(now, obs)
+        return ExpertStep()
+
+    def _observed_after_reset(self, now: float, obs: Observation | None) -> bool:
+        if now < self._reset_at + self.config.settle_after_reset or obs is None or not obs.objects:
+            return False
+        return min(obs.objects_stamp, obs.state_stamp) > self._reset_at
+
+    def _begin(self, now: float, status: EpisodeStatus, obs: Observation) -> ExpertStep:
+        self._expert = PickPlaceExpert(
+            self.config.expert, self.bin_floor_center, self.config.bin_inner_size, sorted(obs.objects)
+        )
+        self.phase, self._take_started, self._holding = Phase.RUNNING, now, False
+        action = self._expert.act(self._expert_observation(now, obs))
+        # A take an operator already started is adopted rather than restarted.
+        event = Event.START if status.state is State.IDLE else None
+        return ExpertStep(action=action, event=event, note=f"expert: {len(obs.objects)} objects")
+
+    def _run(self, now: float, obs: Observation | None) -> ExpertStep:
+        assert self._expert is not None
+        if now - self._take_started > self.config.time_limit:
+            self.phase, self._expert = Phase.NEED_RESET, None
+            return ExpertStep(event=Event.DISCARD,
+                              note=f"expert: take exceeded {self.config.time_limit:g} s, discarded")
+        if obs is None or now - min(obs.objects_stamp, obs.state_stamp) > self.config.max_observation_age:
+            # Said once per stale spell, not at every tick.
+            note = None if self._holding else "expert holds: object poses or joint states are stale"
+            self._holding = True
+            return ExpertStep(note=note)
+        if self._holding:
+            self._holding = False
+            note = "expert resumes: observations are fresh again"
+        else:
+            note = None
+        action = self._expert.act(self._expert_observation(now, obs))
+        if not action.done:
+            return ExpertStep(action=action, note=note)
+        in_bin = {name: self.in_bin(pose) for name, pose in obs.objects.items()}
+        self.results.append(in_bin)
+        success = all(in_bin.values())
+        self.phase, self._expert = Phase.NEED_RESET, None
+        missed = sorted(name for name, ok in in_bin.items() if not ok)
+        if success or self.config.keep_failures:
+            note = "expert done: all objects in the bin" if success else f"expert done, kept despite {missed}"
+            return ExpertStep(action=action, event=Event.SAVE, note=note)
+        note = f"expert done but {missed} not in the bin: discarded"
+        return ExpertStep(action=action, event=Event.DISCARD, note=note)
+
+    @staticmethod
+    def _expert_observation(now: float, obs: Observation) -> ExpertObservation:
+        return ExpertObservation(time=now, ee_pose=obs.ee_pose, gripper=obs.gripper, objects=obs.objects)
