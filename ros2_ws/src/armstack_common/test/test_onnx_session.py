@@ -27,7 +27,8 @@ def test_select_providers_chain_and_trt_options():
     [
         ("tensorrt", EVERYTHING[1:], ["CUDAExecutionProvider", "CPUExecutionProvider"],
          "using CUDAExecutionProvider instead"),
-        ("cuda", ["CPUExecutionProvider"], ["CPUExecutionProvider"], "CUDAExecutionProvider (cuda)"),
+        ("cuda", ["CPUExecutionProvider"], ["CPUExecutionProvider"],
+         "CUDAExecutionProvider (cuda)"),
         ("cpu", EVERYTHING, ["CPUExecutionProvider"], None),
     ],
 )

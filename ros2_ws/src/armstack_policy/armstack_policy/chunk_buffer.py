@@ -174,6 +174,9 @@ class ActionStep:
     action: np.ndarray | None
     status: StepStatus
     step: int  # control step number (monotonic; rebased at time jumps)
+    # Observation time (s) of the newest chunk contributing to `action` (for a hold, that of
+    # the held action), so a command can carry its camera frame's stamp. None with no action.
+    t_obs: float | None = None
 
     @property
     def is_hold(self) -> bool:
@@ -250,6 +253,7 @@ class ChunkBuffer:
             self._barrier: int | None = None  # smallest chunk s0 accepted after a time jump
             self._off_grid = 0  # signed count of consecutive off-grid calls
             self._has_hold = False
+            self._hold_tobs: float | None = None  # t_obs of the held action (see ActionStep)
             self._dry_counted_at: int | None = None
             self._rejected = {v.value: 0 for v in ChunkVerdict if not v.accepted}
             self._accepted = self._late = self._evicted = self._regrids = self._switches = 0
@@ -299,6 +303,7 @@ class ChunkBuffer:
                 np.dot(self._weights, self._gathered, out=self._out)
                 np.copyto(self._hold, self._out)
                 self._has_hold = True
+                self._hold_tobs = self._newest_source()
             else:
                 if not jumped and self._dry_counted_at != s:
                     self._dry_steps += 1
@@ -310,7 +315,7 @@ class ChunkBuffer:
                     return ActionStep(None, status, s)
                 np.copyto(self._out, self._hold)
             self._last_status = status
-            return ActionStep(self._out_view, status, s)
+            return ActionStep(self._out_view, status, s, self._hold_tobs)
 
     @property
     def depth(self) -> int:
@@ -335,6 +340,14 @@ class ChunkBuffer:
                 time_jumps_forward=self._jumps_fwd, regrids=self._regrids,
                 switches=self._switches, last_latency_steps=self._last_latency,
                 last_status=None if self._last_status is None else self._last_status.value)
+
+    def _newest_source(self) -> float:
+        """Observation time of the newest chunk in the mixture just filled: the last ensemble
+        contributor (held chunks are kept in stamp order), else the active chunk (an async
+        blend's other sources are older chunks, or a hold of their output)."""
+        if self.config.mode == "temporal_ensemble":
+            return self._tobs[self._contrib[-1]]
+        return self._tobs[self._active]
 
     # ---------------------------------------------------------------- chunk intake
 
