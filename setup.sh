@@ -223,7 +223,8 @@ for name in ("vision_msgs", "tf2_msgs"):
 ' "$WS"
 }
 
-# Hash of everything that can change the build's result: the sources (names, sizes, mtimes),
+# Hash of everything that can change the build's result: the sources (names, sizes, mtimes;
+# -L follows armstack_bringup's links to config/ and launch/, which it installs),
 # the interpreter and installed requirements, and what is skipped. colcon is incremental, but
 # even a no-op colcon run re-runs every package's build step (setup.py develop, make: ~1 s per
 # package), so an unchanged hash skips it entirely. Python modules other than setup.py are left
@@ -232,7 +233,7 @@ for name in ("vision_msgs", "tf2_msgs"):
 # directories, e.g. a new Python package, do).
 build_stamp() {
   {
-    (cd "$WS/src" && find . \( -name __pycache__ -o -name '*.egg-info' -o -name .pytest_cache \) -prune \
+    (cd "$WS/src" && find -L . \( -name __pycache__ -o -name '*.egg-info' -o -name .pytest_cache \) -prune \
       -o -type d -printf '%p/\n' \
       -o -type f \( ! -name '*.py' -o -name setup.py \) -printf '%p %s %T@\n' | LC_ALL=C sort)
     echo "python=$VPY skip=$*"

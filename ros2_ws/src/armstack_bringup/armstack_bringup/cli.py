@@ -1,4 +1,5 @@
-"""`armstack launch`: run a YAML launch file where `ros2 launch` is not installed.
+"""`armstack launch`: run a YAML launch file where `ros2 launch` is not installed;
+`armstack demo`: run episodes through the whole graph against the simulator (armstack_eval).
 
     python -m armstack_bringup.cli launch <file.launch.yaml> [name:=value ...]
     python -m armstack_bringup.cli launch <package> <file.launch.yaml> [name:=value ...]
@@ -171,7 +172,15 @@ def launch_main(argv: list[str]) -> int:
         return EXIT_INVALID
 
 
-COMMANDS = {"launch": launch_main}
+def demo_main(argv: list[str]) -> int:
+    """`armstack demo`: episodes through the whole graph, then the summary (armstack_eval)."""
+    # Imported here: it brings in rclpy and the evaluation's plotting, which `launch` never needs.
+    from armstack_eval.evaluate import demo_main as run_demo
+
+    return run_demo(argv)
+
+
+COMMANDS = {"launch": launch_main, "demo": demo_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,7 +92,7 @@ def test_invalid_launch_exits_2(write_launch, capsys, argv, message) -> None:
 
 def test_unknown_command(capsys) -> None:
     assert main(["run", "x"]) == 2
-    assert "usage: armstack {launch}" in capsys.readouterr().err
+    assert "usage: armstack {launch,demo}" in capsys.readouterr().err
 
 
 def test_log_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

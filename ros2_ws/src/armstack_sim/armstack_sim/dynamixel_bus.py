@@ -329,6 +329,14 @@ class DynamixelBusEmulator:
         with self._lock:
             self._servo(servo_id).clear_hardware_error()
 
+    def power_cycle(self, servo_id: int) -> None:
+        """A brown-out: the servo restarts as after REBOOT (RAM back to defaults: torque off,
+        indirect map, profiles, Bus Watchdog; the turn count lost) and is deaf meanwhile."""
+        with self._lock:
+            servo = self._servo(servo_id)
+            servo.power_on()
+            self._chain.slot_of(servo).offline_until = time.monotonic() + self.options.reboot_duration_s
+
     def set_connected(self, servo_id: int, connected: bool) -> None:
         """A disconnected servo hears nothing and answers nothing (its watchdog keeps running)."""
         with self._lock:

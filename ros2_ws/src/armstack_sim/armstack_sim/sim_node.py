@@ -4,8 +4,10 @@ Like a Gazebo plugin, it publishes what a real camera driver publishes (rgb8 col
 16UC1 aligned depth in mm, camera_info, the camera's pose on tf_static) on the same
 topic names as armstack_camera, and exposes the arm as Dynamixel servos on a
 pseudo-terminal that the real driver opens like /dev/ttyUSB0. The physics loop and the
-camera each run in their own thread, so neither waits for ROS callbacks. All logic is
-in world.py, runtime.py and dynamixel_bus.py; this file only wires ROS.
+camera each run in their own thread, so neither waits for ROS callbacks. For evaluation it
+also publishes the task's progress from its ground truth on `sim/task_status` (10 Hz): which
+objects rest in the bin, the scene's episode index and seed (a policy never reads it). All
+logic is in world.py, runtime.py and dynamixel_bus.py; this file only wires ROS.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from armstack_common.servo_config import load_servo_config
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
 from armstack_common.transforms import matrix_to_quat_xyzw
+from armstack_interfaces.msg import TaskStatus
 from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
 from armstack_sim.runtime import RuntimeConfig, SimRuntime
 from armstack_sim.world import CameraCalibration, SimConfig, SimWorld
@@ -48,6 +51,11 @@ PARAMS = (
     ParamSpec("publish_ground_truth", True,
               "publish true object poses on sim/ground_truth and the true ee_link pose on sim/ee_pose"),
     ParamSpec("render_warn_ms", 40.0, "render time above which diagnostics warn", "ms", range=(1.0, 1000.0)),
+    ParamSpec("camera_paused", False, "stop publishing camera frames (a stalled camera, for fault tests); "
+              "physics and ground truth run on"),
+    ParamSpec("objects", ["red", "green", "blue"], "colours of the cubes on the table, one cube each "
+              "(red, green, blue, yellow, orange, purple)", read_only=True),
+    ParamSpec("task_status_rate", 10.0, "rate of sim/task_status", "Hz", range=(1.0, 100.0), read_only=True),
 )
 
 
@@ -91,9 +99,9 @@ class SimNode(Node):
         super().__init__("sim")
         self.params = NodeParameters(self, PARAMS)
         p = self.params.values
-        self.world = SimWorld(SimConfig())
+        self.world = SimWorld(SimConfig(cube_colors=tuple(p["objects"])))
         seed = p["seed"] if p["seed"] >= 0 else int(time.time())
-        self._next_seed = seed + 1
+        self._episode, self._seed = 0, seed
         self.world.reset(seed)
         servo_config = load_servo_config(paths.config_file("robot/dynamixel.yaml"), paths.urdf_path())
         self.bus = DynamixelBusEmulator(
@@ -126,6 +134,7 @@ class SimNode(Node):
         self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched)
         self.pub_port = self.create_publisher(String, "sim/servo_port", latched)
         self.pub_diag = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self.pub_task = self.create_publisher(TaskStatus, "sim/task_status", 10)
         self.create_service(Trigger, "sim/reset", self._on_reset)
 
         self.pub_port.publish(String(data=self.bus.port_path))
@@ -144,6 +153,7 @@ class SimNode(Node):
         self._camera.start()
         self._diag_window = (time.monotonic(), self.runtime.steps)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0 / p["task_status_rate"], self._publish_task_status)
 
     # ------------------------------------------------------------------ camera
     def _camera_loop(self) -> None:
@@ -152,11 +162,14 @@ class SimNode(Node):
         next_due = time.monotonic()
         while self._running:
             data, taken = self.runtime.snapshot()
-            t0 = time.perf_counter()
-            rgb, depth_m = self.world.render_rgbd(data)
-            self.render_ms.add((time.perf_counter() - t0) * 1e3)
-            self._publish_frame(rgb, depth_m, taken)
-            self.frames.tick(taken)
+            if self.params.values["camera_paused"]:
+                self._publish_truth(_stamp(taken))
+            else:
+                t0 = time.perf_counter()
+                rgb, depth_m = self.world.render_rgbd(data)
+                self.render_ms.add((time.perf_counter() - t0) * 1e3)
+                self._publish_frame(rgb, depth_m, taken)
+                self.frames.tick(taken)
             period = 1.0 / self.params.values["camera_rate"]
             next_due = max(next_due + period, time.monotonic())
             time.sleep(max(0.0, next_due - time.monotonic()))
@@ -175,6 +188,9 @@ class SimNode(Node):
         self.pub_color_info.publish(self._info)
         self.pub_depth.publish(image_msg(depth_mm, "16UC1", frame, stamp))
         self.pub_depth_info.publish(self._info)
+        self._publish_truth(stamp)
+
+    def _publish_truth(self, stamp) -> None:
         if self.params.values["publish_ground_truth"]:
             self.pub_truth.publish(self._ground_truth(stamp))
             self.pub_ee_truth.publish(self._ee_truth(stamp))
@@ -208,11 +224,25 @@ class SimNode(Node):
         o.x, o.y, o.z, o.w = map(float, matrix_to_quat_xyzw(pose[:3, :3]))
         return msg
 
+    def _publish_task_status(self) -> None:
+        msg = TaskStatus(episode=self._episode, seed=self._seed)
+        with self.runtime.lock:
+            names = self.world.object_names
+            msg.in_bin = [self.world.object_in_bin(name) for name in names]
+            msg.sim_time = self.world.time
+            msg.header.stamp = _stamp(time.time())
+        msg.object_names = list(names)
+        msg.success = all(msg.in_bin)
+        self.pub_task.publish(msg)
+
     # ------------------------------------------------------------------ services, diagnostics
     def _on_reset(self, _request, response):
-        self.runtime.reset(self._next_seed)
-        response.success, response.message = True, f"episode reset with seed {self._next_seed}"
-        self._next_seed += 1
+        # The reset and the task status run in the one executor thread: a status never mixes
+        # the new scene with the old episode index.
+        self._episode, self._seed = self._episode + 1, self._seed + 1
+        self.runtime.reset(self._seed)
+        response.success = True
+        response.message = f"episode {self._episode} reset with seed {self._seed}"
         return response
 
     def _publish_diagnostics(self) -> None:
@@ -231,6 +261,8 @@ class SimNode(Node):
         camera.check_max("render_ms_median", render["median"], warn=self.params.values["render_warn_ms"],
                          error=4 * self.params.values["render_warn_ms"], units="ms")
         camera.add("render_ms_p99", render["p99"])
+        if self.params.values["camera_paused"]:
+            camera.raise_to(Level.WARN, "paused: no frames published (camera_paused)")
         bus = DiagnosticReport("sim: servo bus", hardware_id=self.bus.port_path)
         stats = self.bus.stats
         bus.add("packets", stats.packets)

@@ -1,0 +1,140 @@
+"""The episode sequence against a scripted stand-in for the graph (simulated clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from armstack_eval.episode import EpisodeLog
+from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, TaskSnapshot, TeleopSnapshot
+
+
+class FakeGraph:
+    """sim/reset starts a new scene; the scene is solved `solve_after` s after the controller
+    starts (None: never). The expert's takes start `take_delay` s after the previous ended."""
+
+    def __init__(self, solve_after: list[float | None], expert: bool = False, take_delay: float = 2.0,
+                 take_length: float = 5.0) -> None:
+        self.t = 1000.0
+        self.calls: list[str] = []
+        self.scene, self.solve_after = 0, list(solve_after)
+        self.started_at: float | None = None
+        self.expert, self.take_delay, self.take_length = expert, take_delay, take_length
+        self.take, self.take_start, self.next_take = 0, 0.0, self.t + take_delay
+        self.faulted = False
+        self.filmed: list[int] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        if self.expert:
+            self._expert_step()
+
+    def _expert_step(self) -> None:
+        recording = self.take_start > 0 and self.t < self.take_start + self.take_length
+        if not recording and self.take_start > 0 and self.started_at is not None:
+            self.started_at, self.next_take = None, self.t + self.take_delay  # take ended
+            self.solve_after.pop(0)
+        if self.started_at is None and self.t >= self.next_take and self.solve_after:
+            self.scene += 1
+            self.take += 1
+            self.take_start = self.started_at = self.t
+
+    def alive(self) -> bool:
+        return True
+
+    def call(self, service: str, timeout: float) -> tuple[bool, str]:
+        self.calls.append(service)
+        if service == "sim/reset":
+            self.scene += 1
+            self.started_at = None
+        elif service == "policy/start":
+            self.started_at = self.t
+        elif service == "policy/stop":
+            if self.started_at is not None:
+                self.solve_after.pop(0)
+            self.started_at = None
+        return True, "ok"
+
+    def task_status(self) -> TaskSnapshot:
+        solved = (self.started_at is not None and self.solve_after and self.solve_after[0] is not None
+                  and self.t - self.started_at >= self.solve_after[0])
+        return TaskSnapshot(scene=self.scene, seed=100 + self.scene, in_bin={"red_cube": bool(solved)},
+                            success=bool(solved), sim_time=0.0, stamp=self.t)
+
+    def teleop_status(self) -> TeleopSnapshot:
+        recording = self.started_at is not None
+        return TeleopSnapshot("recording" if recording else "idle", self.take, self.take_start)
+
+    def driver_faulted(self) -> bool:
+        return self.faulted
+
+    def episode_started(self, index: int, seed: int | None) -> None:
+        self.filmed.append(index)
+
+    def episode_ended(self) -> None:
+        pass
+
+
+def _run(graph: FakeGraph, **cfg):
+    log = EpisodeLog()
+    lines: list[str] = []
+    results, traces = EpisodeSequence(graph, log, RunnerConfig(**cfg), progress=lines.append).run()
+    return results, lines
+
+
+def test_policy_episodes_reset_start_and_stop_in_order():
+    graph = FakeGraph([3.0, None, 7.5])
+    results, lines = _run(graph, controller="policy", episodes=3, timeout=20.0, settle=1.0)
+    assert graph.calls[:5] == ["policy/stop", "sim/reset", "policy/reset", "policy/start", "policy/stop"]
+    assert graph.calls.count("sim/reset") == 3
+    assert [r.success for r in results] == [True, False, True]
+    assert [r.end_reason for r in results] == ["success", "timeout", "success"]
+    assert results[0].time_to_success_s == pytest.approx(3.0, abs=0.06)
+    assert results[1].duration_s == pytest.approx(20.0, abs=0.06)
+    assert results[2].time_to_success_s == pytest.approx(7.5, abs=0.06)
+    assert [r.seed for r in results] == [101, 102, 103]
+    assert results[0].in_bin == {"red_cube": True}
+    assert "episode 1/3: success in 3.0 s; in the bin: 1/1" in lines
+
+
+def test_expert_episodes_follow_the_takes_and_end_the_session():
+    graph = FakeGraph([2.0, None], expert=True, take_length=6.0)
+    results, _ = _run(graph, controller="expert", episodes=2, timeout=30.0)
+    assert [r.success for r in results] == [True, False]
+    assert [r.end_reason for r in results] == ["success", "controller_finished"]
+    assert results[0].time_to_success_s == pytest.approx(2.0, abs=0.06)
+    assert results[0].duration_s == pytest.approx(6.0, abs=0.06)  # the runner waits for the take's end
+    assert "sim/reset" not in graph.calls and "policy/start" not in graph.calls
+    assert graph.calls[-1] == "teleop/end_session"
+
+
+def test_expert_take_beyond_the_timeout_is_discarded():
+    graph = FakeGraph([None], expert=True, take_length=100.0)
+    results, _ = _run(graph, controller="expert", episodes=1, timeout=10.0)
+    assert results[0].end_reason == "timeout"
+    assert graph.calls == ["teleop/discard_episode", "teleop/end_session"]
+
+
+def test_a_faulted_driver_is_enabled_again_after_the_episode():
+    graph = FakeGraph([1.0])
+    graph.faulted = True
+    _run(graph, controller="policy", episodes=1, timeout=5.0)
+    assert graph.calls[-1] == "driver/enable"
+
+
+def test_a_missing_service_stops_the_run_with_its_name():
+    graph = FakeGraph([1.0])
+    graph.call = lambda service, timeout: (False, f"{service} is not available")
+    with pytest.raises(RunnerError, match="policy/stop failed: policy/stop is not available"):
+        _run(graph, controller="policy", episodes=1)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"controller": "keyboard"}, "controller"), ({"episodes": 0}, "episodes"),
+    ({"timeout": 0.0}, "timeout"), ({"settle": -1.0}, "settle"),
+])
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        RunnerConfig(**overrides)

@@ -1,0 +1,71 @@
+"""The evaluation graph's launch file: valid for armstack's launcher, with the right nodes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from armstack_bringup.planner import plan_launch
+from armstack_common import paths
+from armstack_eval.graph_launch import GraphConfig, graph_launch_text
+
+
+def _config(**overrides) -> GraphConfig:
+    return GraphConfig(launch_dir=paths.config_dir().parent / "launch", config_dir=paths.config_dir(),
+                       servo_port_link="/tmp/test_eval/servo_bus", **overrides)
+
+
+def _plan(tmp_path, cfg: GraphConfig):
+    launch_file = tmp_path / "graph.launch.yaml"
+    launch_file.write_text(graph_launch_text(cfg))
+    params = tmp_path / "params"
+    params.mkdir()
+    plan = plan_launch(launch_file, {}, os.environ, params)
+    return {spec.label.rsplit("-", 1)[0]: spec for spec in plan.processes}, params
+
+
+def _parameters(spec, params_dir) -> dict:
+    """Every parameter the launcher passes to a process (later files override earlier)."""
+    values: dict = {}
+    for arg in spec.cmd:
+        if arg.startswith(str(params_dir)) or arg.endswith(".yaml"):
+            for node in (yaml.safe_load(open(arg)) or {}).values():
+                values.update(node.get("ros__parameters", {}))
+    return values
+
+
+def test_policy_graph_runs_perception_policy_and_motion(tmp_path):
+    processes, params = _plan(tmp_path, _config(controller="policy", policy_model="/m/p.onnx",
+                                                chunk_mode="temporal_ensemble", seed=4, objects=("red",)))
+    assert set(processes) == {"sim_node", "driver_node", "ik_node", "state_publisher", "detector_node",
+                              "localization_node", "policy_node"}
+    sim = _parameters(processes["sim_node"], params)
+    assert sim["seed"] == 4 and sim["objects"] == ["red"]
+    assert sim["servo_port_link"] == "/tmp/test_eval/servo_bus"
+    assert _parameters(processes["driver_node"], params)["port"] == "/tmp/test_eval/servo_bus"
+    policy = _parameters(processes["policy_node"], params)
+    assert policy["model_path"] == "/m/p.onnx" and policy["chunk_mode"] == "temporal_ensemble"
+    assert policy["start_running"] is False
+    # The policy never gets the simulator's ground truth: no remaps onto sim/ topics.
+    assert not any("sim/" in arg for arg in processes["policy_node"].cmd)
+
+
+def test_expert_graph_without_perception(tmp_path):
+    processes, params = _plan(tmp_path, _config(controller="expert", perception=False))
+    assert set(processes) == {"sim_node", "driver_node", "ik_node", "state_publisher", "teleop_node"}
+    teleop = _parameters(processes["teleop_node"], params)
+    assert teleop["source"] == "expert" and teleop["exit_on_end"] is False
+    assert teleop["keyboard_episode_keys"] is False
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"controller": "human"}, "controller"),
+    ({"objects": ()}, "objects"),
+    ({"camera_rate": 0.0}, "camera_rate"),
+    ({"seed": -1}, "seed"),
+])
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        _config(**overrides)
