@@ -62,6 +62,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("min_depth_m", 0.05, "depth readings below are invalid", "m", (0.0, 100.0)),
     ParamSpec("max_depth_m", 5.0, "depth readings above are invalid", "m", (0.0, 100.0)),
     ParamSpec(
+        "surface_to_centre_m",
+        0.0,
+        "distance from the seen surface to the object's centre along the viewing ray",
+        "m",
+        (0.0, 0.5),
+    ),
+    ParamSpec(
         "tracking", False, "give objects stable ids across frames (publishes confirmed tracks only)"
     ),
     ParamSpec(
@@ -122,6 +129,7 @@ class LocalizationNodeConfig:
     outlier_sigmas: float = 3.0
     min_depth_m: float = 0.05
     max_depth_m: float = 5.0
+    surface_to_centre_m: float = 0.0
     tracking: bool = False
     tracker_gate_m: float = 0.05
     tracker_min_hits: int = 3
@@ -161,6 +169,7 @@ class LocalizationNodeConfig:
             self.min_depth_m,
             self.max_depth_m,
             0.001,
+            self.surface_to_centre_m,
         )
 
     def pairing(self) -> PairingConfig:

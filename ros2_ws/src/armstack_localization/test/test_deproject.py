@@ -200,3 +200,15 @@ def test_localize_empty_and_all_dropped():
 def test_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field):
         LocalizationConfig(**{field: value})
+
+
+def test_surface_to_centre_moves_point_along_the_viewing_ray():
+    K = np.array([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]])
+    depth = np.full((480, 640), 800, dtype=np.uint16)  # 0.8 m everywhere
+    box = np.array([[400.0, 300.0, 440.0, 340.0]])
+    near = localize(box, np.ones(1), ["cube"], depth, K, None, np.eye(4)).objects[0].position
+    far = localize(box, np.ones(1), ["cube"], depth, K, None, np.eye(4),
+                   LocalizationConfig(surface_to_centre_m=0.015)).objects[0].position
+    assert np.linalg.norm(far - near) == pytest.approx(0.015)
+    assert np.allclose(np.cross(far, near), 0.0, atol=1e-9)  # same ray through the camera centre
+    assert np.linalg.norm(far) > np.linalg.norm(near)
