@@ -305,7 +305,9 @@ def graph_launch_file(tmp: Path, servo_link: str) -> Path:
             {"name": "camera", "value": "sim"},
             {"name": "detector_model", "value": tiny_detector(tmp / "center_box.onnx")}]}},
         {"include": {"file": str(REPO / "launch/motion.launch.yaml"), "arg": [
-            {"name": "servo_port", "value": servo_link}]}},
+            {"name": "servo_port", "value": servo_link},
+            {"name": "driver_reply_margin_ms", "value": "100.0"},
+            {"name": "driver_read_retries", "value": "10"}]}},
     ]
     if installed(*LATE_PUBLISHERS["/policy/path"]):
         entities.append(policy_node(tmp))

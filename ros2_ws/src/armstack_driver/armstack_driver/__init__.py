@@ -1,0 +1,1 @@
+"""armstack_driver: the Dynamixel bus driver node with its safety layer."""
