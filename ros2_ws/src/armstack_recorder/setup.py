@@ -14,9 +14,9 @@ setup(
     zip_safe=True,
     maintainer="armstack developers",
     maintainer_email="dev@armstack.invalid",
-    description="Demonstration recording for armstack: LeRobot v3.0 dataset writer, reader, "
-                "validator.",
+    description="Demonstration recording for armstack: recorder node (stamp-based sampling on "
+                "a dataset clock), LeRobot v3.0 dataset writer, reader, validator.",
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["recorder_node = armstack_recorder.recorder_node:main"]},
 )

@@ -192,8 +192,10 @@ class StreamingEncoder:
                 stream.pix_fmt = self._config.pix_fmt
                 stream.time_base = Fraction(1, self._fps)
                 self._encode_loop(container, stream)
-                if not self._cancel.is_set():
-                    for packet in stream.encode():  # flush delayed frames
+                # flush delayed frames; on cancel too, only not kept: SVT-AV1 complains on
+                # stderr about an encoder closed without its end of stream
+                for packet in stream.encode():
+                    if not self._cancel.is_set():
                         container.mux(packet)
             if not self._cancel.is_set():
                 with open(self.path, "rb+") as f:

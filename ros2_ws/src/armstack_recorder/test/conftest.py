@@ -1,14 +1,31 @@
-"""Fixtures: a synthetic demonstration source whose camera frames carry their own numbers.
+"""Fixtures: a synthetic demonstration source whose camera frames carry their own numbers;
+and, for the node tests, the recorder as a subprocess in a private ROS domain with a probe
+node in the test process that plays the robot and the operator.
 
 Each frame's top half shows the frame index in binary (8 stripes, bright = 1), the bottom half
 the episode index and camera id, in stripes 16 px wide, so a decoded frame tells which frame
 it is despite lossy compression. state/action values are functions of (episode, frame) too.
+
+The probe publishes joint_states, joint_command (50 Hz), camera images and objects (30 Hz,
+objects one frame late, as perception delivers them). Each message is stamped with its ideal
+capture time (start + n / rate), as a driver stamps a sensor's capture, and sent once that time
+has passed: a busy test machine delays delivery, never the stamps. Every message carries its
+sequence number in its values (state[0], -action[0], red_cube_x, the image's stripes), so a
+dataset frame tells exactly which messages it was sampled from.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,3 +129,294 @@ def written_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ds") / "demo"
     Synthetic().write(root)
     return root
+
+
+# ---------------------------------------------------------------------- node tests
+
+JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
+          "left_finger"]
+RATES = {"state": 50, "action": 50, "camera": 30}  # Hz; objects follow the camera
+OBJECTS_LATENCY_FRAMES = 1  # objects of a frame go out with the next frame (~33 ms later)
+
+
+# Topics under a namespace of this test run: a test of another package that lands on the same
+# domain id cannot feed its joint_states into ours.
+TEST_NAMESPACE = f"/recorder_test_{os.getpid()}"
+
+
+def domain_id(module: str) -> int:
+    # 1..100 are safe with Fast DDS's default ports; pid and module keep parallel runs apart
+    return 1 + (os.getpid() + zlib.crc32(module.encode())) % 100
+
+
+def recorder_command() -> list[str]:
+    """The installed console script when the package is built, else the module."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+        script = Path(get_package_prefix("armstack_recorder")) / "lib/armstack_recorder" \
+            / "recorder_node"
+        if script.is_file():
+            return [str(script)]
+    except (ImportError, PackageNotFoundError):
+        pass
+    return [sys.executable, "-m", "armstack_recorder.recorder_node"]
+
+
+def recorder_args(root: Path, **params: Any) -> list[str]:
+    """ROS arguments for a recorder writing `root` with the test's small camera."""
+    base = {"dataset_root": str(root), "video_codec": "libx264", "image_size": [HEIGHT, WIDTH],
+            "task": "stack the cubes", "diagnostics_period": 0.5}
+    args = ["-r", f"__ns:={TEST_NAMESPACE}"]
+    for key, value in {**base, **params}.items():
+        # values are parsed as YAML: an empty string must be spelled ''
+        text = "[" + ", ".join(str(v) for v in value) + "]" if isinstance(value, list) \
+            else value if value != "" else "''"
+        args += ["-p", f"{key}:={text}"]
+    return args
+
+
+class NodeProcess:
+    """The recorder as a subprocess (own session, log to a file)."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "a")
+        self.proc = subprocess.Popen([*recorder_command(), "--ros-args", *args],
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@dataclass
+class Published:
+    """Stamps (ns) of every message sent, by sequence number."""
+
+    state: list[int] = field(default_factory=list)
+    action: list[int] = field(default_factory=list)
+    camera: list[int] = field(default_factory=list)
+    objects: list[int] = field(default_factory=list)  # camera sequence numbers sent as objects
+
+
+class Probe:
+    """An rclpy node in the test process, in its own context, publishing the robot's streams."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from armstack_interfaces.msg import EpisodeStatus
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
+        from vision_msgs.msg import Detection3DArray
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, namespace=TEST_NAMESPACE, context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        n = self.node
+        self.sent = Published()
+        self.paused: set[str] = set()
+        self.reports: list[str] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self._syn = Synthetic()
+        self._pubs = {"state": n.create_publisher(JointState, "joint_states", 10),
+                      "action": n.create_publisher(JointState, "joint_command", 10),
+                      "camera": n.create_publisher(Image, "camera/color/image_raw", 10),
+                      "objects": n.create_publisher(Detection3DArray, "objects", 10)}
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.episode_pub = n.create_publisher(EpisodeStatus, "teleop/episode", latched)
+        report_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        n.create_subscription(String, "recorder/episode_report",
+                              lambda m: self.reports.append(m.data), report_qos)
+        n.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, 10)
+        start = self.now_ns()
+        self._next = {stream: start for stream in RATES}  # next capture time, ns
+        n.create_timer(0.005, self._pump)
+
+    # ------------------------------------------------------------------ publishing
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def _stamp(self, ns: int) -> Any:
+        from builtin_interfaces.msg import Time
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def _pump(self) -> None:
+        """Send every message whose capture time has come, stamped with that time."""
+        now = self.now_ns()
+        for stream, rate in RATES.items():
+            while self._next[stream] <= now:
+                stamp = self._next[stream]
+                self._next[stream] = stamp + 1_000_000_000 // rate
+                if stream in self.paused:
+                    continue
+                if stream == "camera":
+                    self._publish_camera(stamp)
+                else:
+                    self._publish_joints(stream, stamp)
+
+    def _publish_joints(self, stream: str, stamp: int) -> None:
+        from sensor_msgs.msg import JointState
+        record = getattr(self.sent, stream)
+        msg = JointState(name=[*JOINTS, "right_finger"] if stream == "state" else JOINTS)
+        msg.header.stamp = self._stamp(stamp)
+        seq = float(len(record))
+        msg.position = [seq if stream == "state" else -seq, 0.1, 0.2, 0.3, 0.4, 0.5, 0.01] + \
+            ([0.01] if stream == "state" else [])
+        record.append(stamp)
+        self._pubs[stream].publish(msg)
+
+    def _publish_camera(self, stamp: int) -> None:
+        from sensor_msgs.msg import Image
+        seq = len(self.sent.camera)
+        img = Image(height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH * 3)
+        img.header.stamp, img.header.frame_id = self._stamp(stamp), "camera_color_optical_frame"
+        img.data = self._syn.image(seq % 256, 0, 0).tobytes()
+        self.sent.camera.append(stamp)
+        self._pubs["camera"].publish(img)
+        if "objects" not in self.paused and seq >= OBJECTS_LATENCY_FRAMES:
+            self._publish_objects(seq - OBJECTS_LATENCY_FRAMES)
+
+    def _publish_objects(self, frame: int) -> None:
+        """Objects of camera frame `frame`: red always (x = frame number), green on even
+        frames only, blue never."""
+        from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+        array = Detection3DArray()
+        array.header.stamp, array.header.frame_id = self._stamp(self.sent.camera[frame]), \
+            "base_link"
+        for label, x in (("red_cube", float(frame)), ("green_cube", 0.25)):
+            if label == "green_cube" and frame % 2:
+                continue
+            det = Detection3D()
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = label, 0.9
+            det.results.append(hyp)
+            det.bbox.center.position.x, det.bbox.center.position.z = x, 0.02
+            array.detections.append(det)
+        self.sent.objects.append(frame)
+        self._pubs["objects"].publish(array)
+
+    # ------------------------------------------------------------------ operator side
+
+    def teleop(self, state: str, take: int, take_start: int, take_end: int = 0,
+               outcome: str = "", task: str = "teleop task") -> None:
+        from armstack_interfaces.msg import EpisodeStatus
+        msg = EpisodeStatus(state=state, task=task, source="keyboard", take=take,
+                            outcome=outcome, take_start=self._stamp(take_start),
+                            take_end=self._stamp(take_end), summary=f"take {take} {state}")
+        msg.header.stamp = self._stamp(take_end or take_start)
+        self.episode_pub.publish(msg)
+
+    def call(self, service: str, node: NodeProcess, timeout: float = 30.0) -> Any:
+        from std_srvs.srv import Trigger
+        client = self.node.create_client(Trigger, service)
+        try:
+            self.spin_until(client.service_is_ready, 20.0, f"service {service}", node)
+            future = client.call_async(Trigger.Request())
+            self.spin_until(future.done, timeout, f"the answer of {service}", node)
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            self.diagnostics[status.name] = {"level": int.from_bytes(status.level, "little"),
+                                             "message": status.message, **values}
+
+    # ------------------------------------------------------------------ spinning
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str,
+                   node: NodeProcess) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if node.proc.poll() is not None:
+                raise RuntimeError(f"recorder exited ({node.proc.returncode}) while waiting for "
+                                   f"{what}:\n{node.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}; recorder "
+                                   f"log:\n{node.log()}")
+            self._executor.spin_once(timeout_sec=0.005)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._executor.spin_once(timeout_sec=0.005)
+
+    def wait_ready(self, node: NodeProcess,
+                   streams: tuple[str, ...] = ("state", "action", "camera", "objects")) -> None:
+        """Until the recorder has opened its dataset and subscribes to the probe's `streams`."""
+        # the log first: a killed recorder's subscriptions outlive it until its lease expires
+        self.spin_until(lambda: "episodes so far" in node.log(), 30.0, "the recorder to start",
+                        node)
+        self.spin_until(lambda: all(self._pubs[s].get_subscription_count() > 0 for s in streams),
+                        30.0, "the recorder's subscriptions", node)
+        # and its diagnostics: only this recorder sends them, so discovery has reached it (a
+        # request to a service whose server is not matched yet is lost)
+        self.diagnostics.clear()
+        self.spin_until(lambda: "recorder: episode" in self.diagnostics, 30.0,
+                        "the recorder's diagnostics", node)
+        self.spin_for(0.5)  # a few messages of each stream reach it
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def ros_domain(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A ROS_DOMAIN_ID of this module's own, for the launched recorder and the probe."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("armstack_interfaces.msg")
+    patch = pytest.MonkeyPatch()
+    domain = domain_id(request.module.__name__)
+    patch.setenv("ROS_DOMAIN_ID", str(domain))
+    yield domain
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def launch_recorder(ros_domain: int, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[Callable[..., NodeProcess]]:
+    """launch_recorder(root, **params) -> NodeProcess; still running ones are stopped (SIGINT)
+    at the module's end."""
+    started: list[NodeProcess] = []
+    logs = tmp_path_factory.mktemp("log")
+
+    def launch(root: Path, **params: Any) -> NodeProcess:
+        node = NodeProcess(recorder_args(root, **params), logs / f"recorder-{len(started)}.log")
+        started.append(node)
+        return node
+
+    yield launch
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def probe(ros_domain: int) -> Iterator[Probe]:
+    probe = Probe("recorder_test_probe")
+    yield probe
+    probe.close()

@@ -1,0 +1,76 @@
+"""Nothing finished is lost: a recorder SIGKILLed mid-episode leaves every saved episode intact
+(the dataset loads and validates), a restart on the same path appends to it, and Ctrl-C
+right after teleop says "saved" still saves that take before the node exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from armstack_recorder import layout
+from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
+from armstack_recorder.validate import validate_dataset
+
+FPS = 30
+
+
+def record(probe, node, seconds: float) -> str:
+    assert probe.call("recorder/start", node).success
+    probe.spin_for(seconds)
+    saved = probe.call("recorder/save", node)
+    assert saved.success, saved.message
+    return saved.message
+
+
+def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, probe,
+                                                               tmp_path, synthetic):
+    root = tmp_path / "ds"
+    node = launch_recorder(root, fps=FPS)
+    probe.wait_ready(node)
+    assert record(probe, node, 0.6).startswith("episode 0 saved")
+    assert record(probe, node, 0.6).startswith("episode 1 saved")
+    assert probe.call("recorder/start", node).success
+    probe.spin_for(0.7)  # frames of episode 2 are being encoded into the scratch dir
+    assert (root / layout.TMP_DIR).is_dir()
+    assert node.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    reader = LeRobotDatasetReader(root)
+    assert reader.num_episodes == 2
+    lengths = [reader.episode(i).length for i in range(2)]
+    probe.spin_until(lambda: len(probe.reports) >= 2, 5.0, "the reports", node)
+    assert lengths == [json.loads(r)["frames"] for r in probe.reports[:2]]
+    assert all(n >= 15 for n in lengths), lengths  # 0.6 s at 30 Hz, or more
+    last = reader.frame(reader.num_frames - 1)  # decodes, and is one of the probe's images
+    frame, episode_bits, camera_bits = synthetic.read(last["observation.images.color"])
+    assert (episode_bits, camera_bits) == (0, 0)
+    assert int(last["observation.state"][0]) < len(probe.sent.state)
+    report = validate_dataset(root)
+    assert report.ok, report.format()
+    assert [w for w in report.warnings if layout.TMP_DIR not in w] == []
+
+    # the same path again: resumed, the unsaved take's leftovers cleared, appended to
+    node = launch_recorder(root, fps=FPS, sample_delay=2.0)
+    probe.wait_ready(node)
+    assert "(2 episodes so far)" in node.log()
+    assert record(probe, node, 0.6).startswith("episode 2 saved")
+
+    # teleop saves a take and the recorder is interrupted at once: with a 2 s sample delay the
+    # take is not sampled to its end yet; the shutdown finishes and saves it anyway
+    start = probe.now_ns()
+    probe.teleop("recording", take=1, take_start=start)
+    probe.spin_for(0.8)
+    end = probe.now_ns()
+    probe.teleop("idle", take=1, take_start=start, take_end=end, outcome="saved")
+    probe.spin_until(lambda: "teleop save (teleop take 1): saving" in node.log(), 10.0,
+                     "the recorder to take the save", node)
+    assert node.stop(signal.SIGINT) == 0, node.log()
+    assert "episode 3 saved" in node.log()
+
+    reader = LeRobotDatasetReader(root)
+    assert reader.num_episodes == 4 and reader.tasks == ["stack the cubes", "teleop task"]
+    take = reader.episode(3)
+    # sampled to take_end although the shutdown came before the sample delay had passed
+    assert take.length == pytest.approx((end - start) / 1e9 * FPS, abs=1)
+    report = validate_dataset(root)
+    assert report.ok and not report.warnings, report.format()
