@@ -82,9 +82,17 @@ def open_session(
     specs, notes = select_providers(provider, ort.get_available_providers(), fp16, engine_cache_dir)
     for note in notes:
         logger.warning("%s: %s", label, note)
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=specs)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=specs)
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoSuchFile,
+            ort_errors.NoModel, ort_errors.InvalidArgument, ort_errors.Fail) as exc:
+        # onnxruntime's load errors share no base class but Exception; to the nodes each one
+        # means a bad file, reported like a bad parameter (one line, no traceback).
+        raise ValueError(f"{label} {path}: not a usable ONNX model: {exc}") from exc
     wanted = specs[0] if isinstance(specs[0], str) else specs[0][0]
     if wanted not in session.get_providers():
         # Present in the build but failed to start (e.g. TensorRT/CUDA libraries missing).

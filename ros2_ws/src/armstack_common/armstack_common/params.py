@@ -5,14 +5,19 @@ Every armstack node lists its parameters as `ParamSpec`s and hands them to
 the description and range, and rclpy enforces the range), validates the whole
 set through the node's config dataclass at start and on every live update, and
 rejects a bad update with the validator's message (Nav2's ParameterHandler
-habit). Only this module and the node files touch rclpy; configs stay plain.
+habit). A bad value at start is a ValueError naming the parameter and the
+parameter file (or -p) that set it. Only this module and the node files touch
+rclpy; configs stay plain.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,50 @@ def check_values(specs: Sequence[ParamSpec], values: dict[str, Any]) -> list[str
     return problems
 
 
+def _node_key_matches(key: str, node_name: str) -> bool:
+    """Whether a parameter file's top-level key (`/**`, `/**/policy`, `policy`, `/ns/*`)
+    applies to the fully qualified node name (`/policy`, `/ns/policy`)."""
+    pattern = re.escape("/" + key.lstrip("/"))
+    pattern = pattern.replace(re.escape("/**"), "(/[^/]+)*").replace(re.escape("*"), "[^/]*")
+    return re.fullmatch(pattern, node_name) is not None
+
+
+def _flatten(params: Any, prefix: str = "") -> set[str]:
+    """Dotted names of a ros__parameters mapping (nested mappings are dotted names)."""
+    if not isinstance(params, dict):
+        return {prefix} if prefix else set()
+    names: set[str] = set()
+    for key, value in params.items():
+        names |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return names
+
+
+def parameter_sources(argv: Sequence[str], node_name: str, name: str) -> list[str]:
+    """Where a ROS command line sets parameter `name` of node `node_name` (fully qualified):
+    each `--params-file` that sets it for that node, and `-p name:=value` ("-p on the
+    command line"), in command-line order (the last one wins). Unreadable files are skipped."""
+    import yaml
+
+    sources = []
+    tokens = list(argv)
+    for flag, value in zip(tokens, tokens[1:], strict=False):
+        if flag == "--params-file":
+            try:
+                data = yaml.safe_load(Path(value).read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            for key, entry in data.items():
+                if (isinstance(entry, dict) and _node_key_matches(str(key), node_name)
+                        and name in _flatten(entry.get("ros__parameters"))):
+                    sources.append(value)
+                    break
+        elif flag in ("-p", "--param") and value.split(":=", 1)[0].split(":")[-1] == name:
+            sources.append("-p on the command line")
+    return sources
+
+
 class NodeParameters:
     """Declares `specs` on `node`; `values` always holds the accepted set.
 
@@ -82,6 +131,7 @@ class NodeParameters:
             IntegerRange,
             ParameterDescriptor,
         )
+        from rclpy.exceptions import ParameterException
 
         self._node = node
         self._specs = {s.name: s for s in specs}
@@ -101,13 +151,31 @@ class NodeParameters:
                     ]
             if spec.choices:
                 descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
-            node.declare_parameter(spec.name, spec.default, descriptor)
+            try:
+                node.declare_parameter(spec.name, spec.default, descriptor)
+            except ParameterException as exc:  # out of its range, or of the wrong type
+                raise ValueError(f"invalid parameter {spec.name}: {exc}"
+                                 f"{self._where([spec.name])}") from exc
         self.values = {name: node.get_parameter(name).value for name in self._specs}
         problems = check_values(specs, self.values)
         if problems:
-            raise ValueError(f"{node.get_name()}: invalid parameters: {'; '.join(problems)}")
-        self.config = validate(self.values) if validate else None
+            bad = [s.name for s in specs if s.check(self.values[s.name]) is not None]
+            raise ValueError(f"{node.get_name()}: invalid parameters: {'; '.join(problems)}"
+                             f"{self._where(bad)}")
+        try:
+            self.config = validate(self.values) if validate else None
+        except ValueError as exc:
+            named = [n for n in self._specs if re.search(rf"\b{re.escape(n)}\b", str(exc))]
+            raise ValueError(f"{exc}{self._where(named)}") from exc
         node.add_on_set_parameters_callback(self._on_set)
+
+    def _where(self, names: Sequence[str]) -> str:
+        """' (x from FILE; ...)' for the parameters a start-up error names, so the message
+        points at the file to fix; empty when only defaults were involved."""
+        node_name = self._node.get_fully_qualified_name()
+        parts = [f"{n} from {', '.join(src)}" for n in names
+                 if (src := parameter_sources(sys.argv, node_name, n))]
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def _on_set(self, params: list[Any]) -> Any:
         from rcl_interfaces.msg import SetParametersResult

@@ -64,3 +64,10 @@ def test_open_session_runs_a_model_and_logs_the_fallback(tmp_path, caplog):
     np.testing.assert_array_equal(y, [-1.0, 2.0])
     if "TensorrtExecutionProvider" not in session.get_providers():
         assert "negator: TensorrtExecutionProvider (tensorrt) is not available" in caplog.text
+
+
+def test_open_session_names_a_file_that_is_not_onnx(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"not a protobuf")
+    with pytest.raises(ValueError, match=r"detector .*garbage\.onnx: not a usable ONNX model"):
+        open_session(path, "cpu", label="detector")

@@ -121,7 +121,12 @@ class IKNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as exc:
+        # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
+        get_logger("ik").fatal(str(exc))
+        return 1
     try:
         node = IKNode()
     except (ValueError, OSError) as exc:

@@ -13,6 +13,7 @@ from armstack_common.params import ParamSpec
 from armstack_policy.chunk_buffer import FAVOUR, MODES, ChunkBufferConfig
 from armstack_policy.observation import ObservationConfig
 from armstack_policy.onnx_policy import PolicyCard, RunnerConfig
+from armstack_policy.runtime import ReportLimits
 
 QOS_CHOICES = ("sensor_data", "reliable")
 CAMERA_PLACEHOLDER = "{camera}"
@@ -67,6 +68,12 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
               "armstack's config/robot/arm.urdf", read_only=True),
     ParamSpec("diagnostics_period", 1.0, "period of the diagnostics status", "s", (0.1, 60.0),
               read_only=True),
+    ParamSpec("jitter_warn_ms", 5.0, "diagnostics warn when the control timer's period error "
+              "(p99) exceeds this", "ms", (0.1, 1000.0)),
+    ParamSpec("jitter_error_ms", 10.0, "diagnostics error when the control timer's period error "
+              "(p99) exceeds this", "ms", (0.1, 1000.0)),
+    ParamSpec("inference_warn_ms", 100.0, "diagnostics warn when inference time (p99) exceeds "
+              "this", "ms", (0.1, 100000.0)),
 )
 
 
@@ -93,6 +100,9 @@ class PolicyNodeConfig:
     base_frame: str = "base_link"
     urdf_path: str = ""
     diagnostics_period: float = 1.0  # s
+    jitter_warn_ms: float = 5.0
+    jitter_error_ms: float = 10.0
+    inference_warn_ms: float = 100.0
 
     def __post_init__(self) -> None:
         for name in ("model_path", "base_frame", "image_topic"):
@@ -110,6 +120,12 @@ class PolicyNodeConfig:
         if not self.diagnostics_period > 0.0:
             raise ValueError(f"PolicyNodeConfig.diagnostics_period must be > 0, "
                              f"got {self.diagnostics_period}")
+        if not 0.0 < self.jitter_warn_ms <= self.jitter_error_ms:
+            raise ValueError(f"PolicyNodeConfig.jitter_error_ms must be >= jitter_warn_ms > 0, "
+                             f"got {self.jitter_error_ms} and {self.jitter_warn_ms}")
+        if not self.inference_warn_ms > 0.0:
+            raise ValueError(f"PolicyNodeConfig.inference_warn_ms must be > 0, "
+                             f"got {self.inference_warn_ms}")
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> PolicyNodeConfig:
@@ -119,9 +135,13 @@ class PolicyNodeConfig:
             num_inference_steps=int(values["num_inference_steps"]), seed=int(values["seed"]))
         fields = {name: values[name] for name in cls.__dataclass_fields__ if name != "runner"}
         for name in ("ensemble_coeff", "max_time_gap", "max_observation_age", "max_source_skew",
-                     "min_inference_period", "diagnostics_period"):
+                     "min_inference_period", "diagnostics_period", "jitter_warn_ms",
+                     "jitter_error_ms", "inference_warn_ms"):
             fields[name] = float(fields[name])
         return cls(runner=runner, **fields)
+
+    def report_limits(self) -> ReportLimits:
+        return ReportLimits(self.jitter_warn_ms, self.jitter_error_ms, self.inference_warn_ms)
 
     def buffer_config(self, card: PolicyCard) -> ChunkBufferConfig:
         """The ChunkBuffer for this model: its chunk size, action size and rate."""

@@ -280,9 +280,14 @@ def find_card(model_path: Path) -> dict:
     if card_path.is_file():
         return json.loads(card_path.read_text(encoding="utf-8"))
     import onnx  # the metadata only; no session needed to read it
+    from google.protobuf.message import DecodeError
 
-    meta = {p.key: p.value for p in onnx.load(str(model_path), load_external_data=False)
-            .metadata_props}
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except DecodeError as exc:
+        raise ValueError(f"{model_path}: not an ONNX model ({exc}), and no model card beside it "
+                         f"at {card_path}") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
     if METADATA_CARD_KEY not in meta:
         raise FileNotFoundError(f"model card not found: {card_path}, and {model_path.name} has no "
                                 f"{METADATA_CARD_KEY!r} metadata (made by: {EXPORT_TOOL})")

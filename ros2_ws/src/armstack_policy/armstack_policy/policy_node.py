@@ -87,7 +87,7 @@ class PolicyNode(Node):
         self._path = ChunkPath(self._layout, kinematics)
         self._assembler = ObservationAssembler(cfg.observation_config(card))
         self._runtime = PolicyRuntime(policy, self._assembler, ChunkBuffer(cfg.buffer_config(card)),
-                                      running=cfg.start_running)
+                                      running=cfg.start_running, limits=cfg.report_limits())
         self._create_interfaces(cfg)
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="policy-inference", daemon=True)
@@ -131,6 +131,7 @@ class PolicyNode(Node):
     def _on_update(self, values: dict) -> None:
         cfg: PolicyNodeConfig = self._params.config
         self._assembler.config = cfg.observation_config(self._card)
+        self._runtime.limits = cfg.report_limits()
 
     # ------------------------------------------------------------------ inputs
 
@@ -270,7 +271,12 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as exc:
+        # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
+        print(f"policy: {exc}", file=sys.stderr)
+        return 1
     node = None
     try:
         try:

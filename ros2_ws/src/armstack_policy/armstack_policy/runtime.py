@@ -15,6 +15,7 @@ dropped (an epoch counter), so an episode never starts with the previous one's p
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -31,9 +32,14 @@ from armstack_policy.observation import Assembly, ObservationAssembler, Status
 
 logger = logging.getLogger(__name__)
 
-# Control-period jitter thresholds: a quarter and a half of the 20 ms period.
-JITTER_P99_WARN_MS = 5.0
-JITTER_P99_ERROR_MS = 10.0
+
+@dataclass(frozen=True)
+class ReportLimits:
+    """Diagnostics thresholds (live parameters of the node; validated by its config)."""
+
+    jitter_warn_ms: float = 5.0  # control-period jitter p99: a quarter of the 20 ms period
+    jitter_error_ms: float = 10.0  # half of it
+    inference_warn_ms: float = 100.0  # inference p99: chunks come late, their horizon shrinks
 
 
 class ChunkPolicy(Protocol):
@@ -94,8 +100,9 @@ class Inference:
 
 class PolicyRuntime:
     def __init__(self, policy: ChunkPolicy, assembler: ObservationAssembler, buffer: ChunkBuffer,
-                 running: bool = False) -> None:
+                 running: bool = False, limits: ReportLimits | None = None) -> None:
         self.policy = policy
+        self.limits = limits or ReportLimits()  # replaced whole on a live parameter update
         self.assembler = assembler
         self.buffer = buffer
         self.timing = ControlTiming(buffer.config.dt)
@@ -104,6 +111,9 @@ class PolicyRuntime:
         self.refusals: Counter[str] = Counter()  # Status value -> observations refused
         self.verdicts: Counter[str] = Counter()  # ChunkVerdict value -> chunks
         self.holds: Counter[str] = Counter()  # StepStatus value -> ticks with nothing to publish
+        # Ticks with nothing to publish while the newest observation is older than
+        # max_observation_age: a stalled camera (no new frame means nothing is refused).
+        self.stale_holds = 0
         self.published = 0
         self.errors = 0
         self.last_problem = ""
@@ -164,7 +174,13 @@ class PolicyRuntime:
             self.published += 1
             return ControlStep(step.action.copy(), step.t_obs, step.status)
         self.holds[step.status.value] += 1
+        if self._observation_stale(t_now):
+            self.stale_holds += 1
         return ControlStep(None, step.t_obs, step.status)
+
+    def _observation_stale(self, now: float) -> bool:
+        newest = self.assembler.newest_stamp()
+        return newest is None or now - newest > self.assembler.config.max_observation_age
 
     # ------------------------------------------------------------------ inference worker
 
@@ -221,6 +237,9 @@ class PolicyRuntime:
         inference = self.inference_ms.summary()
         report.add("inference_ms_median", inference["median"])
         report.add("inference_ms_p99", inference["p99"])
+        if len(self.inference_ms) and inference["p99"] > self.limits.inference_warn_ms:
+            report.raise_to(Level.WARN, f"inference_ms_p99 {inference['p99']:.3g} ms > "
+                                        f"{self.limits.inference_warn_ms:.3g} ms")
         report.add("observation_age_ms_median", self.observation_age_ms.summary()["median"])
         stats = self.buffer.stats()
         report.add("buffer_depth", stats.depth)
@@ -233,6 +252,7 @@ class PolicyRuntime:
         for verdict in ChunkVerdict:
             report.add(f"chunks_{verdict.value}", self.verdicts[verdict.value])
         report.add("stale_observations", self.refusals[Status.STALE.value])
+        report.add("hold_stale_observation", self.stale_holds)
         report.add("missing_observations", self.refusals[Status.MISSING.value])
         report.add("errors", self.errors)
         report.add("last_problem", self.last_problem or "-")
@@ -243,8 +263,9 @@ class PolicyRuntime:
                                    f"refused or errors since the last report: {self.last_problem}")
         self._reported_problems = problems
         newest = self.assembler.newest_stamp()
+        report.add("observation_age_ms", math.nan if newest is None else (now - newest) * 1e3)
         limit = self.assembler.config.max_observation_age
-        if self.running and (newest is None or now - newest > limit):
+        if self.running and self._observation_stale(now):
             report.raise_to(Level.WARN, "holding: no observation newer than "
                                         f"max_observation_age {limit} s")
         if not self.running:
@@ -257,8 +278,8 @@ class PolicyRuntime:
         report.add("control_jitter_ms_median", jitter["median"])
         report.add("control_jitter_ms_max", jitter["max"])
         if len(self.timing.jitter_ms):
-            report.check_max("control_jitter_ms_p99", jitter["p99"], JITTER_P99_WARN_MS,
-                             JITTER_P99_ERROR_MS, " ms")
+            report.check_max("control_jitter_ms_p99", jitter["p99"], self.limits.jitter_warn_ms,
+                             self.limits.jitter_error_ms, " ms")
         report.add("missed_periods", self.timing.missed)
         if self.timing.missed > self._reported_missed:
             report.raise_to(Level.WARN, f"{self.timing.missed - self._reported_missed} control "

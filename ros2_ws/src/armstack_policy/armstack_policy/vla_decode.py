@@ -169,7 +169,8 @@ def tokenizer_from_dict(raw: Mapping) -> WordTokenizer | TableTokenizer:
     if kind == "word":
         return WordTokenizer.from_dict(dict(raw))
     if kind == "table":
-        return TableTokenizer(raw["entries"], int(raw["max_tokens"]), int(raw.get("pad_id", PAD_ID)))
+        return TableTokenizer(raw["entries"], int(raw["max_tokens"]),
+                              int(raw.get("pad_id", PAD_ID)))
     raise ValueError(f"tokenizer.type must be 'word' or 'table', got {kind!r}")
 
 
@@ -360,8 +361,9 @@ class VLARunner:
         self._shapes = {i.name: tuple(i.shape[1:]) for i in prefill.get_inputs()
                         if i.name.startswith("observation.")}
         position = card.step.names.get("position")
-        self._position_batched = position is not None and len(card.step.shapes.get(position, ())) == 2
-        self._position = np.zeros((1, 1) if self._position_batched else (1,), dtype=np.int64)
+        # the position input as the card shapes it: (1,) or (batch, 1)
+        batched = position is not None and len(card.step.shapes.get(position, ())) == 2
+        self._position = np.zeros((1, 1) if batched else (1,), dtype=np.int64)
 
     def _check_graphs(self) -> None:
         for graph, session in ((self.card.prefill, self._prefill), (self.card.step, self._step)):
@@ -383,6 +385,11 @@ class VLARunner:
     def providers(self) -> list[str]:
         return self._prefill.get_providers()
 
+    @property
+    def has_instruction(self) -> bool:
+        """False until an instruction is set: the policy node holds until then."""
+        return self._tokens is not None
+
     def set_instruction(self, text: str) -> list[str]:
         """Tokenize and keep the instruction; returns words the model does not know (they
         become <unk>). Raises ValueError for an empty or too long instruction."""
@@ -393,6 +400,16 @@ class VLARunner:
                            unknown)
         self._tokens, self.instruction = tokens[None], text
         return unknown
+
+    def set_instruction_tokens(self, tokens: np.ndarray) -> None:
+        """Instruction given as ids (L,) already (e.g. made by the model's own tokenizer)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        length = self.card.tokenizer.max_tokens
+        vocab = self.card.vocab_size
+        if tokens.shape != (length,) or (tokens < 0).any() or (tokens >= vocab).any():
+            raise ValueError(f"instruction tokens must be ({length},) ids in "
+                             f"[0, {self.card.vocab_size}), got shape {tokens.shape}")
+        self._tokens, self.instruction = tokens[None], None
 
     def reset(self) -> None:
         """New episode: the sampling generator restarts; the instruction is kept."""

@@ -55,7 +55,8 @@ class WordTokenizer:
             raise ValueError(f"WordTokenizer.max_tokens must be an int >= 1, got {max_tokens!r}")
         bad = [w for w in words if not isinstance(w, str) or split_words(w) != [w]]
         if bad:
-            raise ValueError(f"WordTokenizer.words must be lower-case alphanumeric words, got {bad}")
+            raise ValueError(f"WordTokenizer.words must be lower-case alphanumeric words, "
+                             f"got {bad}")
         if len(set(words)) != len(words):
             raise ValueError("WordTokenizer.words has duplicates")
         self.words = words
@@ -103,6 +104,11 @@ class WordTokenizer:
         return cls(tuple(raw["words"]), int(raw["max_tokens"]))
 
 
+# Ranges stored as float32 (normalization buffers) can miss the data's extremes by rounding:
+# values this far (relative to the range) outside it count as inside.
+RANGE_RTOL = 1e-6
+
+
 @dataclass(frozen=True)
 class QuantizationError:
     """Per-dimension error of tokenizing actions and decoding them to bin centres."""
@@ -110,7 +116,13 @@ class QuantizationError:
     max_abs: np.ndarray  # (D,)
     mean_abs: np.ndarray  # (D,)
     half_bin: np.ndarray  # (D,) the bound for values inside [low, high]
-    clipped: np.ndarray  # (D,) count of values outside [low, high]
+    clipped: np.ndarray  # (D,) count of values outside [low, high] (beyond RANGE_RTOL)
+    tolerance: np.ndarray  # (D,) RANGE_RTOL of the range
+
+    @property
+    def within_half_bin(self) -> bool:
+        """Every error is at most half a bin (up to the range's rounding tolerance)."""
+        return bool((self.max_abs <= self.half_bin + self.tolerance).all())
 
 
 class ActionBins:
@@ -187,9 +199,10 @@ class ActionBins:
         """Error of actions (N, D) -> bins -> centres, per dimension."""
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, self.dim)
         err = np.abs(self.centres(self.to_bins(actions)) - actions)  # (N, D)
-        outside = (actions < self.low) | (actions > self.high)
+        tol = RANGE_RTOL * (self.high - self.low)
+        outside = (actions < self.low - tol) | (actions > self.high + tol)
         return QuantizationError(err.max(axis=0), err.mean(axis=0), self.width / 2.0,
-                                 outside.sum(axis=0))
+                                 outside.sum(axis=0), tol)
 
     def to_dict(self) -> dict:
         return {"num_bins": self.num_bins, "low": self.low.tolist(), "high": self.high.tolist(),

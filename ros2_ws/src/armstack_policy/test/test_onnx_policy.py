@@ -152,6 +152,16 @@ def test_card_from_onnx_metadata_when_the_json_is_missing(tmp_path):
     assert load_policy(model.path, RunnerConfig()).card.chunk_size == card["control"]["chunk_size"]
 
 
+def test_a_file_that_is_not_onnx_is_named_with_or_without_a_card(tmp_path):
+    model = write_proof_model(tmp_path)
+    model.path.write_bytes(b"not a protobuf")
+    with pytest.raises(ValueError, match=r"policy\.onnx: not a usable ONNX model"):
+        load_policy(model.path, RunnerConfig())
+    (tmp_path / CARD_FILE).unlink()
+    with pytest.raises(ValueError, match=rf"policy\.onnx: not an ONNX model .*{CARD_FILE}"):
+        load_policy(model.path, RunnerConfig())
+
+
 def _drop(path: tuple):
     def edit(card: dict) -> None:
         node = card

@@ -120,6 +120,26 @@ def test_stale_observation_holds_and_is_reported():
     assert rt.report("policy", T0 + 0.5).values["stale_observations"] == "1"
 
 
+def test_a_stalled_camera_is_counted_in_holds_though_nothing_is_refused():
+    rt, _ = make()
+    observe(rt, T0)
+    assert rt.work(lambda: T0 + 0.01, timeout=0.5).verdict.accepted
+    # Ticks inside the chunk publish; past its end the buffer is dry and the frame at T0 is
+    # older than max_observation_age 0.2 s: each such tick is a stale hold.
+    ticks = [rt.tick(T0 + 0.01 + i * DT, i * DT) for i in range(30)]
+    held = [t for t in ticks if t.action is None]
+    assert held and rt.stale_holds == len(held)
+    assert rt.refusals["stale"] == 0
+    report = rt.report("policy", T0 + 0.6)
+    assert report.values["hold_stale_observation"] == str(len(held))
+    assert float(report.values["observation_age_ms"]) == pytest.approx(600.0)
+    assert "no observation newer than" in report.message
+    observe(rt, T0 + 0.6)  # frames are back: fresh again, no new stale holds
+    rt.work(lambda: T0 + 0.61, timeout=0.5)
+    rt.tick(T0 + 0.62, 1.0)
+    assert rt.stale_holds == len(held)
+
+
 def test_reset_during_inference_drops_the_chunk():
     rt, policy = make()
     observe(rt, T0)
@@ -174,6 +194,21 @@ def test_report_lists_timing_buffer_and_counts():
     assert "missed" not in rt.report("policy", T0 + 0.15).message  # reported once
 
 
+def test_report_thresholds_come_from_the_limits_and_change_live():
+    rt, _ = make()
+    observe(rt, T0)
+    rt.work(lambda: T0 + 0.01, timeout=0.5)
+    for i, late in enumerate([0.0, 0.007, 0.0, 0.007]):  # 7 ms late every other period
+        rt.tick(T0 + i * DT, i * DT + late)
+    report = rt.report("policy", T0 + 0.1)
+    assert report.level == Level.WARN and "control_jitter_ms_p99" in report.message  # > 5 ms
+    rt.limits = PolicyNodeConfig.from_params(
+        defaults() | {"jitter_warn_ms": 8.0, "inference_warn_ms": 1e-3}).report_limits()
+    report = rt.report("policy", T0 + 0.1)
+    assert "control_jitter_ms_p99" not in report.message
+    assert "inference_ms_p99" in report.message and report.level == Level.WARN
+
+
 # ---------------------------------------------------------------- node parameters
 
 
@@ -219,7 +254,8 @@ def test_observation_config_and_image_topics_follow_the_card(tmp_path):
 
 @pytest.mark.parametrize(("override", "field"), [
     ({"model_path": ""}, "model_path"), ({"provider": "gpu"}, "provider"),
-    ({"image_qos": "fast"}, "image_qos"), ({"min_inference_period": -1.0}, "min_inference_period")])
+    ({"image_qos": "fast"}, "image_qos"), ({"min_inference_period": -1.0}, "min_inference_period"),
+    ({"jitter_warn_ms": 20.0}, "jitter_error_ms"), ({"inference_warn_ms": 0.0}, "inference_warn_ms")])
 def test_config_names_the_bad_parameter(override, field):
     with pytest.raises(ValueError, match=field):
         PolicyNodeConfig.from_params(defaults() | override)

@@ -160,7 +160,9 @@ class SimNode(Node):
         # Rendering owns its GL context, so it stays in this one thread.
         period = 1.0 / self.params.values["camera_rate"]
         next_due = time.monotonic()
-        while self._running:
+        # Ctrl-C shuts the ROS context down before main() can stop this thread: stop
+        # publishing as soon as the context is gone instead of raising into a dead one.
+        while self._running and self.context.ok():
             data, taken = self.runtime.snapshot()
             if self.params.values["camera_paused"]:
                 self._publish_truth(_stamp(taken))
