@@ -4,7 +4,7 @@
 Runs armstack_detector's OnnxDetector (the same code the detector node runs) on a 640x480 RGB
 frame at each requested input size and prints median and p99 per stage, with the machine noted.
 
-    python tools/bench_detector.py                       # models/detector.onnx
+    python tools/bench_detector.py                       # models/detector/detector.onnx
     python tools/bench_detector.py --model my.onnx --sizes 320 640 --provider cuda
     python tools/bench_detector.py --synthetic           # no trained model yet (needs `onnx`)
 

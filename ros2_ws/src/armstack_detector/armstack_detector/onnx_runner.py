@@ -110,7 +110,7 @@ class OnnxDetector:
         if not path.is_file():
             raise FileNotFoundError(
                 f"detector model not found: {path}. Train and export one with {TRAIN_TOOL} "
-                f"(writes models/detector.onnx), or set model_path to an existing ONNX file."
+                f"(writes models/detector/detector.onnx), or set model_path to an existing ONNX file."
             )
         if config.fp16 and config.provider != "tensorrt":
             logger.info("fp16 applies to TensorRT engines only; the model's own input type is used")
