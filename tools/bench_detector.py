@@ -34,7 +34,8 @@ import onnxruntime as ort  # noqa: E402
 
 from armstack_detector.onnx_runner import TRAIN_TOOL, DetectorConfig, OnnxDetector  # noqa: E402
 
-DEFAULT_MODEL = REPO / "models" / "detector.onnx"
+# The committed detector is exported at two static input sizes, one file each.
+DEFAULT_MODELS = [REPO / "models" / "detector" / "detector.onnx", REPO / "models" / "detector" / "detector_640.onnx"]
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
 
 
@@ -141,11 +142,13 @@ def bench(detector: OnnxDetector, image: np.ndarray, iters: int, warmup: int) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX detector model")
+    parser.add_argument("--model", type=Path, nargs="+", default=DEFAULT_MODELS,
+                        help="ONNX detector model(s); each is timed at every size in --sizes")
     parser.add_argument(
         "--synthetic", action="store_true", help="time a generated YOLO-shaped stand-in"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640], help="input sizes (px)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0],
+                        help="input sizes (px); 0 = the model's own static size")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--provider", default="cpu", choices=["tensorrt", "cuda", "cpu"])
@@ -157,19 +160,21 @@ def main() -> int:
     args = parser.parse_args()
 
     tmp = None
-    model = args.model
+    models = list(args.model)
     note = ""
     if args.synthetic:
         tmp = tempfile.TemporaryDirectory()
-        model = Path(tmp.name) / "synthetic.onnx"
-        gflops = build_synthetic_model(model)
+        models = [Path(tmp.name) / "synthetic.onnx"]
+        gflops = build_synthetic_model(models[0])
         note = (
             f"synthetic YOLO-shaped stand-in, {gflops:.1f} GFLOPs at 640 (not a trained detector)"
         )
-    elif not model.is_file():
+        if args.sizes == [0]:
+            args.sizes = [320, 640]
+    elif missing := [m for m in models if not m.is_file()]:
         print(
-            f"No detector model at {model}.\nTrain and export one with {TRAIN_TOOL}, "
-            f"pass --model PATH, or time the pipeline on a stand-in with --synthetic.",
+            f"No detector model at {', '.join(map(str, missing))}.\nTrain and export one with "
+            f"{TRAIN_TOOL}, pass --model PATH, or time the pipeline on a stand-in with --synthetic.",
             file=sys.stderr,
         )
         return 2
@@ -178,8 +183,30 @@ def main() -> int:
         f"machine: {os.cpu_count()} cores, {cpu_model()}; python {platform.python_version()}; "
         f"onnxruntime {ort.__version__}"
     )
-    print(f"model: {model}" + (f" ({note})" if note else ""))
-    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    image, source = sample_frame()
+    print(f"frame: {source}")
+    for model in models:
+        print(f"model: {model}" + (f" ({note})" if note else ""))
+        run_model(model, image, args)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def sample_frame() -> tuple[np.ndarray, str]:
+    """A 640x480 frame of the simulated scene (so decode and NMS see real detections)."""
+    try:
+        from armstack_sim.world import SimWorld
+    except ImportError:
+        return np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), "random noise"
+    world = SimWorld()
+    world.reset(0)
+    rgb, _ = world.render_rgbd()
+    world.close()
+    return rgb, "simulated scene, seed 0"
+
+
+def run_model(model: Path, image: np.ndarray, args: argparse.Namespace) -> None:
     for size in args.sizes:
         config = DetectorConfig(
             model_path=str(model),
@@ -192,19 +219,16 @@ def main() -> int:
         try:
             detector = OnnxDetector(config)
         except ValueError as err:
-            print(f"input {size}: skipped ({err})")
+            print(f"input {size or 'model'}: skipped ({err})")
             continue
         stats, per_frame = bench(detector, image, args.iters, args.warmup)
         print(
-            f"input {size}x{size}, layout {detector.layout}, provider {detector.providers[0]}, "
+            f"input {detector.input_hw[1]}x{detector.input_hw[0]}, layout {detector.layout}, provider {detector.providers[0]}, "
             f"{args.iters} frames 640x480, {per_frame:.1f} detections/frame"
         )
         for stage in STAGES:
             median, p99 = stats[stage]
             print(f"  {stage[:-3]:<12} median {median:8.2f} ms   p99 {p99:8.2f} ms")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":
