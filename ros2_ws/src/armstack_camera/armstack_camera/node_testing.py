@@ -9,22 +9,19 @@ process subscribes and publishes.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from armstack_common import testing
 
 
 def isolated_domain_id() -> int:
     """A ROS_DOMAIN_ID in 100..199 derived from this process (Fast DDS allows up to 232)."""
-    return os.getpid() % 100 + 100
+    return testing.unique_domain_id(base=100)
 
 
 def _param_arg(name: str, value: Any) -> str:
@@ -38,8 +35,9 @@ def _param_arg(name: str, value: Any) -> str:
     return f"{name}:={text}"
 
 
-class NodeProcess:
-    """`python -m module --ros-args -p name:=value ...` on `domain_id`; output kept in a file."""
+class NodeProcess(testing.NodeProcess):
+    """`python -m module --ros-args -p name:=value ...` on `domain_id`; output kept in a
+    temporary file removed on exit."""
 
     def __init__(
         self,
@@ -48,51 +46,39 @@ class NodeProcess:
         domain_id: int,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        args = [sys.executable, "-m", module, "--ros-args"]
+        args = ["--ros-args"]
         for name, value in params.items():
             args += ["-p", _param_arg(name, value)]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
         # The test's own import path, so an unbuilt source tree runs the same code.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update(extra_env or {})
-        self._log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        fd, log_path = tempfile.mkstemp(prefix=f"{module}-", suffix=".log")
+        os.close(fd)
+        super().__init__([sys.executable, "-m", module], args, Path(log_path), name=module, env=env)
+
+    @property
+    def process(self) -> Any:
+        """The subprocess.Popen (tests/test_fault_tolerance.py polls it)."""
+        return self.proc
 
     def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read()
-
-    def wait(self, timeout_s: float) -> int:
-        return self.process.wait(timeout_s)
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGINT (as ros2 launch does), then SIGKILL if it does not exit; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return self.log()
 
     def __enter__(self) -> NodeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-        self._log.close()
+        self.log_path.unlink(missing_ok=True)
 
 
 class Listener:
     """An rclpy node in its own context on `domain_id`, collecting messages per topic."""
 
     def __init__(self, domain_id: int, name: str = "test_listener") -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = Node(f"{name}_{os.getpid()}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        self._probe = testing.Probe(f"{name}_{os.getpid()}", domain_id=domain_id, spin_period=0.05)
+        self.node = self._probe.node
         self.received: dict[str, list[Any]] = {}
 
     def collect(self, msg_type: type, topic: str, qos: Any) -> list[Any]:
@@ -105,19 +91,10 @@ class Listener:
         self, done: Callable[[], bool], timeout_s: float, process: NodeProcess | None = None
     ) -> bool:
         """Spin until `done()` or the timeout; stops early if `process` exits."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if done():
-                return True
-            if process is not None and process.process.poll() is not None:
-                return done()
-            self.executor.spin_once(timeout_sec=0.05)
-        return done()
+        return self._probe.poll_until(done, timeout_s, process)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self._probe.close()
 
     def __enter__(self) -> Listener:
         return self

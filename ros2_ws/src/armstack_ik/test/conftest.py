@@ -3,114 +3,18 @@ and an rclpy probe node in the test process that talks to it over DDS."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-
-
-def _domain_id(module: str) -> int:
-    # Ids 1..100 are safe with Fast DDS's default ports; pid and module keep parallel runs
-    # and the modules of one run apart.
-    return 1 + (os.getpid() + zlib.crc32(module.encode())) % 100
-
-
-def _node_command(executable: str) -> list[str]:
-    """The installed console script when the package is built, else its module."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-
-        script = Path(get_package_prefix("armstack_ik")) / "lib" / "armstack_ik" / executable
-        if script.is_file():
-            return [str(script)]
-    except (ImportError, PackageNotFoundError):
-        pass
-    return [sys.executable, "-m", f"armstack_ik.{executable}"]
-
-
-class NodeProcess:
-    """One node executable as a subprocess (own session), stopped with SIGINT."""
-
-    def __init__(self, executable: str, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [*_node_command(executable), "--ros-args", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-class Probe:
-    """An rclpy node in the test process, in its own context."""
-
-    def __init__(self, name: str) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-
-    def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str, node: NodeProcess) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if node.proc.poll() is not None:
-                raise RuntimeError(
-                    f"node exited ({node.proc.returncode}) while waiting for {what}:\n{node.log()}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}; node log:\n{node.log()}")
-            self._executor.spin_once(timeout_sec=0.005)
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._executor.spin_once(timeout_sec=0.005)
-
-    def now_msg(self) -> Any:
-        return self.node.get_clock().now().to_msg()
-
-    def close(self) -> None:
-        self._executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+from armstack_common.testing import NodeProcess, Probe, ros_domain_env, unique_domain_id
 
 
 @pytest.fixture(scope="module")
 def ros_domain(request: pytest.FixtureRequest) -> Iterator[int]:
     """A ROS_DOMAIN_ID of this module's own, for the launched node and the probe alike."""
     pytest.importorskip("rclpy")
-    patch = pytest.MonkeyPatch()
-    domain = _domain_id(request.module.__name__)
-    patch.setenv("ROS_DOMAIN_ID", str(domain))
-    yield domain
-    patch.undo()
+    with ros_domain_env(unique_domain_id(request.module.__name__)) as domain:
+        yield domain
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +26,7 @@ def launch_node(
 
     def launch(executable: str, *args: str) -> NodeProcess:
         log = tmp_path_factory.mktemp("log") / f"{executable}.log"
-        node = NodeProcess(executable, list(args), log)
+        node = NodeProcess.ros_node("armstack_ik", executable, args, log)
         started.append(node)
         return node
 

@@ -120,7 +120,7 @@ def start(launch_node, probe, name: str = "ik", prefix: str = "", *args: str) ->
         ),
         timeout=30.0,
         what="the ik node's topics",
-        node=node,
+        watch=node,
     )
     probe.spin_for(0.3)  # a few joint_states reach the node
     return rig

@@ -17,11 +17,6 @@ dataset frame tells exactly which messages it was sampled from.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from armstack_common.testing import NodeProcess, Probe, ros_domain_env, unique_domain_id
 from armstack_recorder.lerobot_dataset import (
     CameraSpec,
     FeatureSpec,
@@ -144,25 +140,6 @@ OBJECTS_LATENCY_FRAMES = 1  # objects of a frame go out with the next frame (~33
 TEST_NAMESPACE = f"/recorder_test_{os.getpid()}"
 
 
-def domain_id(module: str) -> int:
-    # 1..100 are safe with Fast DDS's default ports; pid and module keep parallel runs apart
-    return 1 + (os.getpid() + zlib.crc32(module.encode())) % 100
-
-
-def recorder_command() -> list[str]:
-    """The installed console script when the package is built, else the module."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-
-        script = Path(get_package_prefix("armstack_recorder")) / "lib/armstack_recorder" \
-            / "recorder_node"
-        if script.is_file():
-            return [str(script)]
-    except (ImportError, PackageNotFoundError):
-        pass
-    return [sys.executable, "-m", "armstack_recorder.recorder_node"]
-
-
 def recorder_args(root: Path, **params: Any) -> list[str]:
     """ROS arguments for a recorder writing `root` with the test's small camera."""
     base = {"dataset_root": str(root), "video_codec": "libx264", "image_size": [HEIGHT, WIDTH],
@@ -176,33 +153,6 @@ def recorder_args(root: Path, **params: Any) -> list[str]:
     return args
 
 
-class NodeProcess:
-    """The recorder as a subprocess (own session, log to a file)."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "a")
-        self.proc = subprocess.Popen([*recorder_command(), "--ros-args", *args],
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
 @dataclass
 class Published:
     """Stamps (ns) of every message sent, by sequence number."""
@@ -213,24 +163,18 @@ class Published:
     objects: list[int] = field(default_factory=list)  # camera sequence numbers sent as objects
 
 
-class Probe:
-    """An rclpy node in the test process, in its own context, publishing the robot's streams."""
+class RecorderProbe(Probe):
+    """The shared probe in the test's namespace, publishing the robot's streams."""
 
     def __init__(self, name: str) -> None:
-        import rclpy
         from armstack_interfaces.msg import EpisodeStatus
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from vision_msgs.msg import Detection3DArray
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, namespace=TEST_NAMESPACE, context=self.context)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
+        super().__init__(name, namespace=TEST_NAMESPACE)
         n = self.node
         self.sent = Published()
         self.paused: set[str] = set()
@@ -347,23 +291,6 @@ class Probe:
 
     # ------------------------------------------------------------------ spinning
 
-    def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str,
-                   node: NodeProcess) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if node.proc.poll() is not None:
-                raise RuntimeError(f"recorder exited ({node.proc.returncode}) while waiting for "
-                                   f"{what}:\n{node.log()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}; recorder "
-                                   f"log:\n{node.log()}")
-            self._executor.spin_once(timeout_sec=0.005)
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._executor.spin_once(timeout_sec=0.005)
-
     def wait_ready(self, node: NodeProcess,
                    streams: tuple[str, ...] = ("state", "action", "camera", "objects")) -> None:
         """Until the recorder has opened its dataset and subscribes to the probe's `streams`."""
@@ -379,22 +306,14 @@ class Probe:
                         "the recorder's diagnostics", node)
         self.spin_for(0.5)  # a few messages of each stream reach it
 
-    def close(self) -> None:
-        self._executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
 
 @pytest.fixture(scope="module")
 def ros_domain(request: pytest.FixtureRequest) -> Iterator[int]:
     """A ROS_DOMAIN_ID of this module's own, for the launched recorder and the probe."""
     pytest.importorskip("rclpy")
     pytest.importorskip("armstack_interfaces.msg")
-    patch = pytest.MonkeyPatch()
-    domain = domain_id(request.module.__name__)
-    patch.setenv("ROS_DOMAIN_ID", str(domain))
-    yield domain
-    patch.undo()
+    with ros_domain_env(unique_domain_id(request.module.__name__)) as domain:
+        yield domain
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +325,9 @@ def launch_recorder(ros_domain: int, tmp_path_factory: pytest.TempPathFactory
     logs = tmp_path_factory.mktemp("log")
 
     def launch(root: Path, **params: Any) -> NodeProcess:
-        node = NodeProcess(recorder_args(root, **params), logs / f"recorder-{len(started)}.log")
+        node = NodeProcess.ros_node("armstack_recorder", "recorder_node", recorder_args(root, **params),
+                                    logs / f"recorder-{len(started)}.log", name="recorder",
+                                    log_mode="a", stop_timeout=20.0)
         started.append(node)
         return node
 
@@ -416,7 +337,7 @@ def launch_recorder(ros_domain: int, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def probe(ros_domain: int) -> Iterator[Probe]:
-    probe = Probe("recorder_test_probe")
+def probe(ros_domain: int) -> Iterator[RecorderProbe]:
+    probe = RecorderProbe("recorder_test_probe")
     yield probe
     probe.close()
