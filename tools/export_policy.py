@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
-for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy"):
+for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 from armstack_learning.export import PARITY_TOLERANCE, export_checkpoint  # noqa: E402

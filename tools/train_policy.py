@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Train an ACT or Diffusion Policy on a LeRobot v3.0 dataset (CPU or GPU, one or more processes).
+"""Train an ACT, Diffusion or VLA policy on a LeRobot v3.0 dataset (CPU or GPU, one or more
+processes).
 
     python tools/train_policy.py --policy act --dataset DATA --steps 100000 --out runs/act1
+    python tools/train_policy.py --policy vla --dataset DATA --cameras color --action-kind ee \
+        --steps 20000 --out runs/vla1 --set image_size=[96,128] --set chunk_size=8
     python tools/train_policy.py --policy act --dataset DATA --steps 100000 --out runs/act1 --resume
     torchrun --nproc_per_node 2 tools/train_policy.py --policy diffusion --dataset DATA ...
 
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
-for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy"):
+for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 from armstack_learning.factory import POLICY_KINDS, config_with_overrides  # noqa: E402
@@ -45,8 +48,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="per process")
     p.add_argument("--lr", type=float, help="learning rate (default: the policy's preset)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                   help="default: constant for act, cosine for diffusion")
-    p.add_argument("--warmup-steps", type=int, help="default: 0 for act, 500 for diffusion")
+                   help="default: constant for act, cosine for diffusion and vla")
+    p.add_argument("--warmup-steps", type=int, help="default: 0 for act, 500 for diffusion and vla")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction,
                    help="keep an EMA of the weights (default: on for diffusion)")
     p.add_argument("--grad-clip", type=float, default=10.0)
@@ -55,9 +58,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--keep-checkpoints", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
-    p.add_argument("--objects", default="red_cube,green_cube,blue_cube",
-                   help="object classes of observation.environment_state, in order; 'none' for "
-                        "no environment state")
+    p.add_argument("--objects", help="object classes of observation.environment_state, in "
+                   "order; 'none' for no environment state (default: red_cube,green_cube,"
+                   "blue_cube; none for vla, which sees the scene through its cameras)")
     p.add_argument("--object-fields", default="x,y,z,present")
     p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
     p.add_argument("--cameras", default="", help="camera names to use as image inputs")
@@ -76,17 +79,20 @@ def main() -> int:
         return 2
     overrides = dict(item.split("=", 1) for item in args.set)
     diffusion = args.policy == "diffusion"
+    scheduled = args.policy in ("diffusion", "vla")  # transformers/U-Nets trained from scratch
     cfg = TrainConfig(
         policy=args.policy, dataset=args.dataset, out=args.out, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr,
-        lr_schedule=args.lr_schedule or ("cosine" if diffusion else "constant"),
-        warmup_steps=args.warmup_steps if args.warmup_steps is not None else (500 if diffusion else 0),
+        lr_schedule=args.lr_schedule or ("cosine" if scheduled else "constant"),
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else (
+            500 if scheduled else 0),
         grad_clip_norm=args.grad_clip, ema=args.ema if args.ema is not None else diffusion,
         seed=args.seed, save_every=args.save_every, log_every=args.log_every,
         keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
         normalization=NormalizationConfig(min_scale=args.min_scale))
-    objects = None if args.objects == "none" else ObjectSlotsConfig(
-        classes=_csv(args.objects), fields=_csv(args.object_fields))
+    classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
+    objects = None if classes == "none" else ObjectSlotsConfig(
+        classes=_csv(classes), fields=_csv(args.object_fields))
     layout = layout_for_dataset(read_info(Path(args.dataset))["features"], objects,
                                 args.action_kind, _csv(args.cameras))
     last = train(cfg, config_with_overrides(args.policy, overrides), layout, resume=args.resume)

@@ -4,20 +4,29 @@ Sample at global frame t of episode e (frames e.start .. e.end-1):
     observation.*   (n_obs, D)  frames t-n_obs+1 .. t; before the episode start the first frame is
                                 repeated (the robot was there before recording began)
     action          (k, D_a)    actions t .. t+k-1; action 0 is the command recorded with the
-                                observation of frame t (the time convention of ChunkBuffer)
+                                observation of frame t (the time convention of ChunkBuffer);
+                                with action_stride s the actions of t, t+s, .., t+(k-1)s
     action_is_pad   (k,) bool   True past the episode end, where the last action is repeated;
                                 ACT leaves those steps out of its loss
 Images are decoded from the episode's video at the frames' timestamps, float in [0, 1],
-(n_obs, 3, H, W).
+(n_obs, 3, H, W); resized with INTER_AREA when the policy takes another size than the dataset
+stores (armstack_policy.observation.image_feature resizes camera frames the same way at run
+time). `preload_images` decodes every frame once into memory (uint8 at the policy's size): a
+small image policy then trains without decoding video at every sample.
+With a tokenizer, a sample also holds observation.language.tokens (L,) int64, the ids of its
+episode's task string.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
@@ -28,6 +37,7 @@ from armstack_learning.features import (
     ACTION_KEY,
     ACTION_PAD_KEY,
     ENV_STATE_KEY,
+    LANGUAGE_KEY,
     STATE_KEY,
     FeatureLayout,
     canonicalize_quaternions,
@@ -49,22 +59,31 @@ class WindowConfig:
 
     n_obs_steps: int = 1
     chunk_size: int = 100
+    action_stride: int = 1  # frames between the chunk's actions (VLA waypoints)
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_obs_steps, int) or self.n_obs_steps < 1:
             raise ValueError(f"WindowConfig.n_obs_steps must be an int >= 1, got {self.n_obs_steps!r}")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ValueError(f"WindowConfig.chunk_size must be an int >= 1, got {self.chunk_size!r}")
+        if not isinstance(self.action_stride, int) or self.action_stride < 1:
+            raise ValueError("WindowConfig.action_stride must be an int >= 1, got "
+                             f"{self.action_stride!r}")
 
 
 class ChunkDataset(Dataset):
     """(observation history, action chunk) windows at every frame of every episode."""
 
-    def __init__(self, root: Path | str, layout: FeatureLayout, window: WindowConfig) -> None:
+    def __init__(self, root: Path | str, layout: FeatureLayout, window: WindowConfig,
+                 image_size: tuple[int, int] | None = None, preload_images: bool = False,
+                 tokenize: Callable[[str], np.ndarray] | None = None) -> None:
+        """image_size (H, W): the size samples carry (default: the dataset's); tokenize: task
+        string -> (L,) ids, to add observation.language.tokens to every sample."""
         self.reader = LeRobotDatasetReader(root)
         self.layout = layout
         self.window = window
         layout.check_dataset(self.reader.features)
+        self.image_size = tuple(image_size or layout.image_size or ())
         if self.reader.num_frames == 0:
             raise ValueError(f"{root}: the dataset has no frames")
         cols = self.reader.columns
@@ -79,6 +98,13 @@ class ChunkDataset(Dataset):
         ends = np.array([ep.to_index for ep in self.reader.meta.episodes], np.int64)
         self._start = starts[self._episode]  # (N,) first frame of each frame's episode
         self._end = ends[self._episode]  # (N,) one past its last frame
+        self._task_index = np.asarray(cols["task_index"], np.int64)  # (N,)
+        self._task_tokens = None  # (n_tasks, L) ids of each task string
+        if tokenize is not None:
+            self._task_tokens = np.stack([tokenize(t) for t in self.reader.tasks])
+        self._frames: dict[str, np.ndarray] = {}  # image key -> (N, H, W, 3) uint8
+        if preload_images:
+            self._preload()
 
     @property
     def fps(self) -> int:
@@ -98,7 +124,7 @@ class ChunkDataset(Dataset):
 
     def action_indices(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(k,) global frame indices of the action chunk of frame t and (k,) padding mask."""
-        idx = np.arange(t, t + self.window.chunk_size)
+        idx = t + np.arange(self.window.chunk_size) * self.window.action_stride
         pad = idx >= self._end[t]
         return np.minimum(idx, self._end[t] - 1), pad
 
@@ -112,13 +138,36 @@ class ChunkDataset(Dataset):
                 ACTION_PAD_KEY: torch.from_numpy(pad)}
         if self._env is not None:
             item[ENV_STATE_KEY] = torch.from_numpy(self._env[obs])
-        if self.layout.cameras:
-            episode = int(self._episode[t])
-            times = self._timestamp[obs]  # episode-relative, as the format stores them
-            for key in self.layout.image_keys:
-                frames = self.reader.decode_video(episode, key, times)  # (n_obs, H, W, 3) uint8
-                item[key] = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        for key in self.layout.image_keys:
+            if key in self._frames:
+                frames = self._frames[key][obs]  # (n_obs, H, W, 3) uint8
+            else:
+                times = self._timestamp[obs]  # episode-relative, as the format stores them
+                frames = resize_frames(self.reader.decode_video(int(self._episode[t]), key, times),
+                                       self.image_size)
+            item[key] = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        if self._task_tokens is not None:
+            item[LANGUAGE_KEY] = torch.from_numpy(self._task_tokens[self._task_index[t]])
         return item
+
+    def task(self, t: int) -> str:
+        """The task string of frame t's episode."""
+        return self.reader.tasks[int(self._task_index[t])]
+
+    def _preload(self) -> None:
+        t0 = time.perf_counter()
+        h, w = self.image_size
+        for key in self.layout.image_keys:
+            frames = np.empty((len(self), h, w, 3), np.uint8)
+            for e in range(self.reader.num_episodes):
+                span = self.reader.episode_range(e)
+                times = self._timestamp[span.start:span.stop]
+                frames[span.start:span.stop] = resize_frames(
+                    self.reader.decode_video(e, key, times), self.image_size)
+            self._frames[key] = frames
+        logger.info("preloaded %d frames of %d camera(s) at %dx%d in %.1f s (%.0f MB)", len(self),
+                    len(self._frames), w, h, time.perf_counter() - t0,
+                    sum(f.nbytes for f in self._frames.values()) / 1e6)
 
     def normalizer(self, config: NormalizationConfig,
                    action_mode: str | None = None) -> FeatureNormalizer:
@@ -149,6 +198,15 @@ class ChunkDataset(Dataset):
         if self.layout.action.quaternion_index:
             return vector_stats(self._action)
         return self._stats(ACTION_KEY, self._action, stats)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H0, W0, 3) uint8 -> (T, H, W, 3) uint8 at size (H, W) with INTER_AREA (averaging when
+    shrinking, as armstack_policy.observation.image_feature does for the running policy)."""
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                     for f in frames])
 
 
 def dataset_fingerprint(root: Path | str) -> str:

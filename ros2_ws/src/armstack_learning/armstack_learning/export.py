@@ -10,6 +10,8 @@ Graphs (opset 17, batch axis dynamic, all other shapes fixed):
                The DDIM loop runs outside the graph (armstack_policy.ddim, NumPy); its result is
                unnormalized with raw = x * scale + offset, the card's diffusion.unnormalize
                block (also in the ONNX metadata as action_offset / action_scale).
+    VLA        two graphs (prefill and step with a KV cache) and a "vla" card block: see
+               armstack_learning.vla_export, which export_checkpoint hands VLA checkpoints to.
 
 The exporter is torch's TorchScript-based one (dynamo=False): the graphs are static apart from
 the batch size, it needs no onnxscript, and it is fast enough to run in the tests.
@@ -83,7 +85,7 @@ def example_observation(policy: Policy, batch: int, rng: np.random.Generator) ->
     obs = {}
     for key in policy.layout.input_keys:
         if key.startswith("observation.images."):
-            h, w = policy.layout.image_size
+            h, w = policy.input_image_size
             obs[key] = rng.random((batch, policy.n_obs_steps, 3, h, w), dtype=np.float32)
             continue
         affine = policy.normalizer[key]
@@ -168,7 +170,7 @@ def _io_descriptions(policy: Policy) -> tuple[list[dict], list[dict]]:
     lay, n = policy.layout, policy.n_obs_steps
     shapes = {STATE_KEY: [n, lay.state_dim], ENV_STATE_KEY: [n, lay.env_dim]}
     for key in lay.image_keys:
-        shapes[key] = [n, 3, *lay.image_size]
+        shapes[key] = [n, 3, *policy.input_image_size]
     k, d = policy.chunk_size, lay.action.dim
     if isinstance(policy, DiffusionPolicy):
         inputs += [{"name": "x_t", "shape": ["batch", k, d], "dtype": "float32",
@@ -189,8 +191,23 @@ def _io_descriptions(policy: Policy) -> tuple[list[dict], list[dict]]:
 
 def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
     """The machine-readable model card (parity and evaluation are filled in later)."""
-    lay, fps = policy.layout, int(ckpt["dataset"]["fps"])
     inputs, outputs = _io_descriptions(policy)
+    card = card_base(policy, ckpt, weights)
+    card["onnx"] = {"file": ONNX_FILE, "opset": ONNX_OPSET, "inputs": inputs, "outputs": outputs}
+    if isinstance(policy, DiffusionPolicy):
+        cfg = policy.config
+        card["diffusion"] = {**cfg.schedule.to_dict(),
+                             "num_inference_steps": cfg.num_inference_steps,
+                             "timestep_spacing": cfg.timestep_spacing, "eta": 0.0,
+                             "alphas_cumprod": policy.alphas_cumprod.double().tolist(),
+                             "sample_space": "normalized actions; raw = x * scale + offset",
+                             "unnormalize": policy.normalizer[ACTION_KEY].to_dict()}
+    return card
+
+
+def card_base(policy: Policy, ckpt: dict, weights: str) -> dict:
+    """The card fields every policy kind has (all but the graphs' own description)."""
+    lay, fps = policy.layout, int(ckpt["dataset"]["fps"])
     observation = {STATE_KEY: {"names": list(lay.state_names), "frame": "joint space",
                                "units": [lay.state_unit(n) for n in lay.state_names]}}
     if lay.objects:
@@ -198,14 +215,14 @@ def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
             "names": lay.objects.names, "frame": BASE_FRAME, "classes": list(lay.objects.classes),
             "fields": list(lay.objects.fields),
             "units": [lay.objects.unit(n) for n in lay.objects.names]}
+    height, width = policy.input_image_size or (0, 0)
     for key in lay.image_keys:
-        observation[key] = {"height": lay.image_size[0], "width": lay.image_size[1],
+        observation[key] = {"height": height, "width": width,
                             "encoding": "RGB float in [0, 1], channels first"}
     act = lay.action
-    card = {
+    return {
         "format": CARD_FORMAT,
         "policy": {"kind": policy.kind, "config": config_summary(policy.config)},
-        "onnx": {"file": ONNX_FILE, "opset": ONNX_OPSET, "inputs": inputs, "outputs": outputs},
         "control": {"fps": fps, "chunk_size": policy.chunk_size, "n_obs_steps": policy.n_obs_steps,
                     "n_action_steps": policy.n_action_steps,
                     "observation_spacing_s": 1.0 / fps,
@@ -223,18 +240,9 @@ def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
         "parity": None,
         "evaluation": None,  # filled by the evaluation tool
     }
-    if isinstance(policy, DiffusionPolicy):
-        cfg = policy.config
-        card["diffusion"] = {**cfg.schedule.to_dict(),
-                             "num_inference_steps": cfg.num_inference_steps,
-                             "timestep_spacing": cfg.timestep_spacing, "eta": 0.0,
-                             "alphas_cumprod": policy.alphas_cumprod.double().tolist(),
-                             "sample_space": "normalized actions; raw = x * scale + offset",
-                             "unnormalize": policy.normalizer[ACTION_KEY].to_dict()}
-    return card
 
 
-def _embed_metadata(path: Path, card: dict) -> None:
+def embed_metadata(path: Path, card: dict) -> None:
     model = onnx.load(str(path))
     meta = {METADATA_CARD_KEY: json.dumps(card), "policy_kind": card["policy"]["kind"]}
     if "diffusion" in card:
@@ -247,7 +255,7 @@ def _embed_metadata(path: Path, card: dict) -> None:
     onnx.save(model, str(path))
 
 
-def _named(names: list[str], units: list[str]) -> str:
+def named_units(names: list[str], units: list[str]) -> str:
     return ", ".join(f"{n} [{u}]" for n, u in zip(names, units, strict=True))
 
 
@@ -261,24 +269,26 @@ def _md_interface(card: dict) -> list[str]:
     lines += ["", "## Observation", ""]
     for key, spec in card["observation"].items():
         if "names" in spec:
-            lines.append(f"- `{key}` ({spec['frame']}): {_named(spec['names'], spec['units'])}")
+            units = named_units(spec["names"], spec["units"])
+            lines.append(f"- `{key}` ({spec['frame']}): {units}")
         else:
             lines.append(f"- `{key}`: {spec['height']}x{spec['width']}, {spec['encoding']}")
     ctl, act = card["control"], card["action"]
     lines += ["", "## Action", "",
               f"- kind `{act['kind']}`, published on `{act['topic']}`, frame {act['frame']}",
-              f"- {_named(act['names'], act['units'])}",
+              f"- {named_units(act['names'], act['units'])}",
               (f"- chunk of {ctl['chunk_size']} at {ctl['fps']} Hz ({ctl['time_convention']}); "
                f"{ctl['n_obs_steps']} observation step(s); {ctl['n_action_steps']} actions "
                "executed per inference when not ensembling")]
     return lines
 
 
-def _md_normalization(card: dict) -> list[str]:
+def md_normalization(card: dict) -> list[str]:
     lines = ["## Normalization", "",
              f"{card['normalization']['convention']}, inside the graph for raw inputs/outputs:", ""]
     for key, aff in card["normalization"]["features"].items():
-        lines.append(f"- `{key}`: offset {_fmt(aff['offset'])}, scale {_fmt(aff['scale'])}")
+        lines.append(f"- `{key}`: offset {fmt_values(aff['offset'])}, "
+                     f"scale {fmt_values(aff['scale'])}")
     if "diffusion" in card:
         diff, unnorm = card["diffusion"], card["diffusion"]["unnormalize"]
         lines += ["", "## Diffusion sampling", "",
@@ -287,8 +297,9 @@ def _md_normalization(card: dict) -> list[str]:
                    f"+-{diff['clip_sample_range']}: {diff['clip_sample']}. DDIM (eta 0) with "
                    f"{diff['num_inference_steps']} steps, `{diff['timestep_spacing']}` spacing, "
                    "run by `armstack_policy.ddim.DDIMSampler`. The sample is in normalized "
-                   f"action space: raw = x * scale + offset with offset {_fmt(unnorm['offset'])}, "
-                   f"scale {_fmt(unnorm['scale'])}.")]
+                   "action space: raw = x * scale + offset with offset "
+                   f"{fmt_values(unnorm['offset'])}, "
+                   f"scale {fmt_values(unnorm['scale'])}.")]
     return lines
 
 
@@ -301,18 +312,20 @@ def card_markdown(card: dict) -> str:
     lines = [f"# {card['policy']['kind'].upper()} policy", "",
              (f"ONNX graph `{card['onnx']['file']}` (opset {card['onnx']['opset']}); the same "
               f"card is in `{CARD_JSON}` and in the ONNX metadata key `{METADATA_CARD_KEY}`."), ""]
-    lines += _md_interface(card) + [""] + _md_normalization(card)
+    lines += _md_interface(card) + [""] + md_normalization(card)
     lines += ["", "## Provenance", "",
               (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
                f"episodes, {data['frames']} frames at {data['fps']} Hz"),
-              f"- {card['training']['steps']} training steps, {card['training']['weights']} weights",
+              (f"- {card['training']['steps']} training steps, "
+               f"{card['training']['weights']} weights"),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}",
               "", "## Evaluation", "", evaluation, ""]
     return "\n".join(lines)
 
 
-def _fmt(values: list) -> str:
-    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+def fmt_values(values: list) -> str:
+    """Numbers of a (possibly nested, e.g. (3, 1, 1) image) list, flat and short."""
+    return "[" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + "]"
 
 
 def export_checkpoint(checkpoint: Path | str, out_dir: Path | str, use_ema: bool = True,
@@ -322,6 +335,10 @@ def export_checkpoint(checkpoint: Path | str, out_dir: Path | str, use_ema: bool
     out_dir = Path(out_dir)
     policy, ckpt = policy_from_checkpoint(checkpoint, use_ema=use_ema)
     weights = "ema" if use_ema and ckpt.get("ema") is not None else "raw"
+    if policy.kind == "vla":
+        from armstack_learning.vla_export import export_vla  # it builds on this module
+
+        return export_vla(policy, ckpt, weights, out_dir, tolerance)
     onnx_path = out_dir / ONNX_FILE
     export_onnx(policy, onnx_path)
     parity = check_parity(policy, onnx_path)
@@ -330,7 +347,7 @@ def export_checkpoint(checkpoint: Path | str, out_dir: Path | str, use_ema: bool
     card["parity"] = {**parity, "tolerance": tolerance, "passed": worst <= tolerance}
     if worst > tolerance:
         raise RuntimeError(f"ONNX parity failed: {parity} exceeds {tolerance}")
-    _embed_metadata(onnx_path, card)
+    embed_metadata(onnx_path, card)
     card_path = out_dir / CARD_JSON
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out_dir / CARD_MD).write_text(card_markdown(card), encoding="utf-8")

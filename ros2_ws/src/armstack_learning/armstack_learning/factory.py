@@ -11,18 +11,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from armstack_policy.vla_tokens import WordTokenizer, split_words, vocabulary_from_texts
+from armstack_recorder.metadata import load_meta
+
 from armstack_learning.act import ACTConfig, ACTPolicy
-from armstack_learning.data import WindowConfig
+from armstack_learning.data import ChunkDataset, WindowConfig
 from armstack_learning.diffusion import DiffusionConfig, DiffusionPolicy
 from armstack_learning.features import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FeatureLayout
 from armstack_learning.normalize import Affine, FeatureNormalizer
 from armstack_learning.policy import Policy
+from armstack_learning.vla import VLAConfig, VLAPolicy
 
 logger = logging.getLogger(__name__)
 
-POLICY_KINDS = ("act", "diffusion")
+POLICY_KINDS = ("act", "diffusion", "vla")
 CHECKPOINT_FORMAT = "armstack-policy-checkpoint/1"
-PolicyConfig = ACTConfig | DiffusionConfig
+PolicyConfig = ACTConfig | DiffusionConfig | VLAConfig
+_CONFIGS = {"act": ACTConfig, "diffusion": DiffusionConfig, "vla": VLAConfig}
+_POLICIES = {"act": ACTPolicy, "diffusion": DiffusionPolicy, "vla": VLAPolicy}
 
 
 def _check_kind(kind: str) -> None:
@@ -34,14 +40,14 @@ def config_from_dict(kind: str, raw: dict) -> PolicyConfig:
     _check_kind(kind)
     if kind == "act":
         return ACTConfig(**raw)
-    return DiffusionConfig.from_dict(raw)
+    return _CONFIGS[kind].from_dict(raw)
 
 
 def config_with_overrides(kind: str, overrides: dict[str, str]) -> PolicyConfig:
     """Default config of `kind` with fields set from strings ("name=value" on the command line);
     values are parsed as JSON (numbers, booleans, lists), else taken as strings."""
     _check_kind(kind)
-    base = ACTConfig() if kind == "act" else DiffusionConfig()
+    base = _CONFIGS[kind]()
     raw = base.to_dict()
     for name, text in overrides.items():
         head, _, sub = name.partition(".")
@@ -62,20 +68,55 @@ def config_with_overrides(kind: str, overrides: dict[str, str]) -> PolicyConfig:
 def build_policy(kind: str, cfg: PolicyConfig, layout: FeatureLayout,
                  normalizer: FeatureNormalizer) -> Policy:
     _check_kind(kind)
-    if kind == "act":
-        if not isinstance(cfg, ACTConfig):
-            raise ValueError("an 'act' policy needs an ACTConfig")
-        return ACTPolicy(cfg, layout, normalizer)
-    if not isinstance(cfg, DiffusionConfig):
-        raise ValueError("a 'diffusion' policy needs a DiffusionConfig")
-    return DiffusionPolicy(cfg, layout, normalizer)
+    if not isinstance(cfg, _CONFIGS[kind]):
+        raise ValueError(f"a {kind!r} policy needs a {_CONFIGS[kind].__name__}")
+    return _POLICIES[kind](cfg, layout, normalizer)
 
 
 def window_config(cfg: PolicyConfig) -> WindowConfig:
     """The sample window a policy trains on: its observation history and chunk length."""
     if isinstance(cfg, DiffusionConfig):
         return WindowConfig(n_obs_steps=cfg.n_obs_steps, chunk_size=cfg.horizon)
+    if isinstance(cfg, VLAConfig):
+        return WindowConfig(n_obs_steps=1, chunk_size=cfg.chunk_size,
+                            action_stride=cfg.action_stride)
     return WindowConfig(n_obs_steps=1, chunk_size=cfg.chunk_size)
+
+
+def action_normalization(kind: str) -> str | None:
+    """Action normalization a kind needs, None = the run's configured one. Diffusion samples
+    in [-1, 1] (x0 is clipped there) and the VLA's bins span [min, max]: both min/max."""
+    _check_kind(kind)
+    return "min_max" if kind in ("diffusion", "vla") else None
+
+
+def prepare_config(kind: str, cfg: PolicyConfig, dataset_root: Path | str) -> PolicyConfig:
+    """The config completed from the dataset: a VLA without a vocabulary gets the words of the
+    dataset's task strings; ValueError if a task is longer than max_instruction_tokens."""
+    if not isinstance(cfg, VLAConfig):
+        return cfg
+    tasks = load_meta(Path(dataset_root)).tasks
+    longest = max(tasks, key=lambda t: len(split_words(t)), default="")
+    if len(split_words(longest)) > cfg.max_instruction_tokens:
+        raise ValueError(f"VLAConfig.max_instruction_tokens ({cfg.max_instruction_tokens}) is "
+                         f"shorter than the dataset task {longest!r}")
+    if cfg.vocabulary:
+        return cfg
+    words = vocabulary_from_texts(tasks)
+    logger.info("instruction vocabulary from %d task(s): %d words", len(tasks), len(words))
+    return dataclasses.replace(cfg, vocabulary=words)
+
+
+def make_dataset(cfg: PolicyConfig, dataset_root: Path | str,
+                 layout: FeatureLayout) -> ChunkDataset:
+    """The training samples of a policy: its window; a VLA's also at its image size, preloaded,
+    with the instruction tokens of each sample's task."""
+    window = window_config(cfg)
+    if not isinstance(cfg, VLAConfig):
+        return ChunkDataset(dataset_root, layout, window)
+    tokenizer = WordTokenizer(cfg.vocabulary, cfg.max_instruction_tokens)
+    return ChunkDataset(dataset_root, layout, window, image_size=cfg.image_size,
+                        preload_images=True, tokenize=tokenizer.encode)
 
 
 def placeholder_normalizer(layout: FeatureLayout) -> FeatureNormalizer:

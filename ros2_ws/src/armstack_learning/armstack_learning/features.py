@@ -10,6 +10,8 @@ Observation
                                    the recorder's layout (armstack_recorder.observation), class
                                    names as the detector reports them.
     observation.images.<camera>    optional RGB frames, float in [0, 1], (3, H, W).
+    observation.language.tokens    (L,) int64 ids of the episode's task string (language-
+                                   conditioned policies only; armstack_policy.vla_tokens).
 Action
     "joint": joint position targets, the names of observation.state (rad, left_finger m); the
              runtime publishes them on joint_command. The default: no IK in the loop, and the
@@ -35,6 +37,8 @@ ENV_STATE_KEY = "observation.environment_state"
 IMAGE_PREFIX = "observation.images."
 ACTION_KEY = "action"
 ACTION_PAD_KEY = "action_is_pad"
+# Instruction token ids (L,) int64 of a sample's task (LeRobot's name for tokenized language).
+LANGUAGE_KEY = "observation.language.tokens"
 
 JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle",
                                 "wrist_rotate", "left_finger")

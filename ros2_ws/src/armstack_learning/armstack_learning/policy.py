@@ -52,6 +52,11 @@ class Policy(nn.Module, abc.ABC):
     def config(self):  # noqa: ANN201 - each policy returns its own config dataclass
         """The policy's config dataclass (saved in checkpoints and the model card)."""
 
+    @property
+    def input_image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the camera images the network takes (the dataset's unless resized)."""
+        return self.layout.image_size
+
     @abc.abstractmethod
     def predict_chunk(self, obs: dict[str, Tensor]) -> Tensor:
         """(B, chunk_size, D_a) actions in raw units; action 0 is for the newest observation."""
@@ -76,6 +81,8 @@ class Policy(nn.Module, abc.ABC):
             hist.append(obs_t[key])
         if not self._queue:
             obs = {k: torch.stack(list(h), dim=1) for k, h in self._history.items()}
+            # inputs without a history (e.g. instruction tokens) pass through as given
+            obs |= {k: v for k, v in obs_t.items() if k not in self._history}
             chunk = self.predict_chunk(obs)  # (B, k, D_a)
             self._queue.extend(chunk[:, : self.n_action_steps].unbind(dim=1))
         return self._queue.popleft()

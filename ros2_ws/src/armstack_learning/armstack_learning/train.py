@@ -29,16 +29,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from armstack_learning.data import ChunkDataset, dataset_fingerprint
+from armstack_learning.data import dataset_fingerprint
 from armstack_learning.diffusion import DiffusionConfig
 from armstack_learning.factory import (
     CHECKPOINT_FORMAT,
     POLICY_KINDS,
     PolicyConfig,
+    action_normalization,
     build_policy,
     config_from_dict,
     config_summary,
-    window_config,
+    make_dataset,
+    prepare_config,
 )
 from armstack_learning.features import FeatureLayout
 from armstack_learning.normalize import NormalizationConfig
@@ -303,10 +305,10 @@ class _Trainer:
         self.cfg, self.info, self.device = cfg, info, device
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.dataset = ChunkDataset(cfg.dataset, layout, window_config(policy_cfg))
-        # Diffusion samples in [-1, 1] (x0 is clipped there), so its actions are min/max scaled.
-        normalizer = self.dataset.normalizer(
-            cfg.normalization, action_mode="min_max" if cfg.policy == "diffusion" else None)
+        policy_cfg = prepare_config(cfg.policy, policy_cfg, cfg.dataset)
+        self.dataset = make_dataset(policy_cfg, cfg.dataset, layout)
+        normalizer = self.dataset.normalizer(cfg.normalization,
+                                             action_mode=action_normalization(cfg.policy))
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.policy = build_policy(cfg.policy, policy_cfg, layout, normalizer).to(device)
         self.optimizer = _optimizer(self.policy, cfg)

@@ -72,6 +72,53 @@ def write_dataset(root: Path, episodes: int = EPISODES, frames: int = FRAMES) ->
     return root
 
 
+VLA_IMAGE = (32, 32)  # (H, W) stored and seen by the tiny VLA
+VLA_TASKS = ("put the red cube in the bin", "put the blue cube in the bin")
+EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
+
+
+def vla_episode(seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(state (T, 7), action (T, 8), images (T, H, W, 3) uint8, task) of one synthetic
+    language-conditioned episode: a red and a blue square on a grey image; the instruction
+    names one; the ee moves to where that square is (x, y from its pixel position), descends
+    and closes the gripper. The chunk is a function of image, instruction and time."""
+    rng = np.random.default_rng(seed)
+    task = VLA_TASKS[seed % 2]
+    h, w = VLA_IMAGE
+    image = np.full((h, w, 3), 128, np.uint8)
+    corners = rng.choice(np.arange(0, h - 6, 2), size=(2, 2), replace=False)  # (2, 2) rows, cols
+    image[corners[0, 0]:corners[0, 0] + 6, corners[0, 1]:corners[0, 1] + 6] = (220, 30, 30)
+    image[corners[1, 0]:corners[1, 0] + 6, corners[1, 1]:corners[1, 1] + 6] = (30, 30, 220)
+    goal = corners[seed % 2] / h  # the named square, in [0, 1)
+    states, actions = [], []
+    for k in range(frames):
+        s = min(1.0, k / (frames / 2))  # reach, then descend and close
+        z = 0.2 - 0.15 * max(0.0, (k - frames / 2) / (frames / 2))
+        gripper = 0.034 if k < 3 * frames // 4 else 0.0
+        states.append(np.array([s, goal[0] * s, goal[1] * s, 0.0, z, 0.0, gripper], np.float32))
+        actions.append(np.array([0.15 + 0.2 * goal[0] * s, -0.1 + 0.2 * goal[1] * s, z,
+                                 0.0, 0.7071, 0.0, 0.7071, gripper], np.float32))
+    return np.stack(states), np.stack(actions), np.repeat(image[None], frames, axis=0), task
+
+
+def write_vla_dataset(root: Path, episodes: int = 4, frames: int = 12) -> Path:
+    from armstack_recorder.lerobot_dataset import CameraSpec
+    from armstack_recorder.video import VideoConfig
+
+    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(EE_NAMES),
+                       cameras=[CameraSpec("color", *VLA_IMAGE)])
+    cfg = WriterConfig(root=root, fps=10, robot_type="armstack_wx250s", features=spec,
+                       video=VideoConfig(codec="libx264", crf=0))
+    with LeRobotDatasetWriter(cfg) as writer:
+        for e in range(episodes):
+            states, actions, images, task = vla_episode(e, frames)
+            writer.start_episode(task)
+            for s, a, img in zip(states, actions, images, strict=True):
+                writer.add_frame(s, a, images={"color": img})
+            writer.save_episode()
+    return root
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "torchrun: launches a multi-process torchrun job (~30 s)")
     try:
@@ -169,4 +216,46 @@ def make_policy(make_dataset: Callable) -> Callable:
                              action_mode="min_max" if kind == "diffusion" else None)
         torch.manual_seed(seed)
         return build_policy(kind, cfg, ds.layout, norm), ds
+    return make
+
+
+@pytest.fixture(scope="session")
+def vla_dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 episodes x 12 frames of 32x32 images, two instructions; shared read-only."""
+    return write_vla_dataset(tmp_path_factory.mktemp("vla") / "pick")
+
+
+@pytest.fixture(scope="session")
+def vla_layout(vla_dataset_root: Path) -> FeatureLayout:
+    return layout_for_dataset(read_info(vla_dataset_root)["features"], None, "ee", ["color"])
+
+
+@pytest.fixture(scope="session")
+def tiny_vla_config(vla_dataset_root: Path) -> Callable:
+    """VLAConfig(**overrides) of a ~30k-parameter model, vocabulary from the dataset."""
+    from armstack_learning.factory import prepare_config
+    from armstack_learning.vla import VLAConfig
+
+    def make(**overrides: object) -> VLAConfig:
+        values = {"image_size": VLA_IMAGE, "stem_channels": (8, 8), "patch_size": 2,
+                  "dim_model": 32, "n_heads": 2, "n_layers": 1, "dim_feedforward": 64,
+                  "dropout": 0.0, "chunk_size": 2, "action_stride": 2, "n_action_steps": 1,
+                  "max_instruction_tokens": 8, "random_shift": 0, "optimizer_lr": 3e-3}
+        values.update(overrides)
+        return prepare_config("vla", VLAConfig(**values), vla_dataset_root)
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_vla() -> Callable:
+    """(config, root, layout, seed) -> (VLA policy with min/max action bins, its dataset)."""
+    import torch
+    from armstack_learning.factory import build_policy, make_dataset
+    from armstack_learning.normalize import NormalizationConfig
+
+    def make(cfg, root: Path, layout: FeatureLayout, seed: int = 0):  # noqa: ANN001, ANN202
+        ds = make_dataset(cfg, root, layout)
+        norm = ds.normalizer(NormalizationConfig(), action_mode="min_max")
+        torch.manual_seed(seed)
+        return build_policy("vla", cfg, layout, norm), ds
     return make

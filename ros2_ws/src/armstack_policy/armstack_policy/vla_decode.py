@@ -47,7 +47,13 @@ from armstack_policy.onnx_policy import (
     RunnerConfig,
     find_card,
 )
-from armstack_policy.vla_tokens import PAD_ID, ActionBins, WordTokenizer, split_words
+from armstack_policy.vla_tokens import (
+    PAD_ID,
+    ActionBins,
+    WordTokenizer,
+    split_words,
+    upsample_waypoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +222,8 @@ class VLACard:
     vocab_size: int
     prefix_length: int
     default_temperature: float
+    waypoints: int  # actions decoded per chunk, `stride` frames apart
+    stride: int
     kind: str = VLA_KIND
     n_obs_steps: int = 1
     object_classes: tuple[str, ...] = ()
@@ -231,7 +239,7 @@ class VLACard:
 
     @property
     def n_action_tokens(self) -> int:
-        return self.chunk_size * self.action_dim
+        return self.waypoints * self.action_dim
 
     @property
     def observation_keys(self) -> tuple[str, ...]:
@@ -261,8 +269,12 @@ class VLACard:
         except (KeyError, TypeError, ValueError) as exc:
             raise CardError(f"{source}: vla: {exc}") from exc
         temperature = float(raw["vla"].get("decoding", {}).get("default_temperature", 0.0))
+        chunk_size = _positive_int(raw, "control/chunk_size", source)
+        actions = raw["vla"]["actions"]
+        stride = actions.get("stride", 1)
+        waypoints = actions.get("waypoints", chunk_size)
         card = cls(
-            fps=float(fps), chunk_size=_positive_int(raw, "control/chunk_size", source),
+            fps=float(fps), chunk_size=chunk_size,
             n_action_steps=_positive_int(raw, "control/n_action_steps", source),
             state_names=_name_list(raw, f"observation/{STATE_KEY}/names", source),
             cameras=cameras, action_kind=action_kind,
@@ -271,7 +283,7 @@ class VLACard:
             cache=_cache_spec(raw, source), tokenizer=tokenizer, bins=bins,
             vocab_size=_positive_int(raw, "vla/vocab_size", source),
             prefix_length=_positive_int(raw, "vla/prefix/length", source),
-            default_temperature=temperature)
+            default_temperature=temperature, waypoints=waypoints, stride=stride)
         card._check(source)
         return card
 
@@ -290,6 +302,11 @@ class VLACard:
                 raise CardError(f"{source}: vla.io of {graph.file} lacks roles {missing}")
         if not self.default_temperature >= 0.0:
             raise CardError(f"{source}: vla.decoding.default_temperature must be >= 0")
+        if not all(isinstance(v, int) and v >= 1 for v in (self.waypoints, self.stride)) or \
+                (self.waypoints - 1) * self.stride + 1 != self.chunk_size:
+            raise CardError(f"{source}: vla.actions.waypoints ({self.waypoints}) and stride "
+                            f"({self.stride}) must give control.chunk_size ({self.chunk_size}) "
+                            "= (waypoints - 1) * stride + 1 actions")
 
 
 def _graph_io(raw: Mapping, graph: str, source: str) -> GraphIO:
@@ -432,10 +449,9 @@ class VLARunner:
         c = self.card.cache
         if c.layout == "stacked":
             return {c.past_key: outputs[c.present_key], c.past_value: outputs[c.present_value]}
-        return {c.past_key.format(i=i): outputs[c.present_key.format(i=i)]
-                for i in range(c.n_layers)} | {c.past_value.format(i=i):
-                                               outputs[c.present_value.format(i=i)]
-                                               for i in range(c.n_layers)}
+        pairs = ((c.past_key, c.present_key), (c.past_value, c.present_value))
+        return {past.format(i=i): outputs[present.format(i=i)]
+                for past, present in pairs for i in range(c.n_layers)}
 
     def decode(self, observation: Mapping[str, np.ndarray]) -> DecodeResult:
         """The action tokens for one observation {feature: (1, ...)} (history axis first)."""
@@ -467,8 +483,10 @@ class VLARunner:
                              self.card.prefix_length, self.temperature, self._rng)
 
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        """(k, D) float32 raw actions (bin centres) for {feature: (1, ...)} observations."""
-        return self.card.bins.decode(self.decode(observation).tokens)[0]
+        """(chunk_size, D) float32 raw actions for {feature: (1, ...)} observations: the
+        decoded waypoints (bin centres), interpolated to the control rate."""
+        waypoints = self.card.bins.decode(self.decode(observation).tokens)[0]  # (waypoints, D)
+        return upsample_waypoints(waypoints, self.card.stride)
 
 
 def _graph_path(model_path: Path, file: str) -> Path:

@@ -263,3 +263,21 @@ def test_card_fields_the_policy_node_reads():
     assert card.n_action_tokens == CHUNK * DIM
     with pytest.raises(ValueError, match="temperature"):
         VLADecodeConfig(temperature=-0.5)
+
+
+def test_waypoint_chunks_are_interpolated_to_the_card_rate():
+    raw = _card()
+    raw["control"]["chunk_size"] = 4  # 2 waypoints, 3 frames apart
+    raw["vla"]["actions"] |= {"waypoints": CHUNK, "stride": 3}
+    card = VLACard.from_dict(raw)
+    assert card.n_action_tokens == CHUNK * DIM and card.chunk_size == 4
+    runner = VLARunner(card, *_sessions(raw), VLADecodeConfig())
+    runner.set_instruction("put red bin")
+    chunk = runner.predict_chunk(_observation())
+    waypoints = card.bins.decode(runner.decode(_observation()).tokens)[0]
+    assert chunk.shape == (4, DIM)
+    assert np.allclose(chunk[[0, 3]], waypoints)
+    assert np.allclose(chunk[1], waypoints[0] + (waypoints[1] - waypoints[0]) / 3)
+    raw["vla"]["actions"]["stride"] = 2
+    with pytest.raises(CardError, match="waypoints"):
+        VLACard.from_dict(raw)

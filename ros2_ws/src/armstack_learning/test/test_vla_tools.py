@@ -1,0 +1,111 @@
+"""The VLA command lines end to end (subprocesses): train with --policy vla, export, the
+quantization report, the in-process simulator evaluation, and the simulated dataset maker."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from armstack_policy.vla_tokens import ActionBins
+
+torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
+
+REPO = Path(__file__).resolve().parents[4]
+TOOLS = REPO / "tools"
+TINY = ["--set", "image_size=[32,32]", "--set", "stem_channels=[8,8]", "--set", "dim_model=32",
+        "--set", "n_heads=2", "--set", "n_layers=1", "--set", "dim_feedforward=64",
+        "--set", "chunk_size=2", "--set", "n_action_steps=1", "--set", "max_instruction_tokens=8"]
+
+
+def _run(args: list, timeout: float = 150) -> subprocess.CompletedProcess:
+    paths = [str(REPO / "ros2_ws/src" / p) for p in ("armstack_learning", "armstack_recorder",
+                                                     "armstack_policy", "armstack_common",
+                                                     "armstack_sim")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + sys.path), "OMP_NUM_THREADS": "1",
+           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    return subprocess.run([sys.executable, *map(str, args)], env=env, capture_output=True,
+                          text=True, check=False, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def vla_model(tmp_path_factory, vla_dataset_root) -> Path:
+    """A VLA trained for 3 steps and exported by the command lines."""
+    tmp = tmp_path_factory.mktemp("vla_cli")
+    done = _run([TOOLS / "train_policy.py", "--policy", "vla", "--dataset", vla_dataset_root,
+                 "--cameras", "color", "--action-kind", "ee", "--steps", "3", "--out",
+                 tmp / "run", "--batch-size", "4", "--log-every", "1", *TINY])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step 3:" in done.stderr and "token_accuracy" in done.stderr
+    done = _run([TOOLS / "export_policy.py", "--run", tmp / "run", "--out", tmp / "model"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp / "model"
+
+
+def test_train_and_export_make_a_vla_with_its_card(vla_model):
+    card = json.loads((vla_model / "model_card.json").read_text())
+    assert card["policy"]["kind"] == "vla" and card["parity"]["passed"]
+    assert card["parity"]["tokens_identical"] and card["action"]["kind"] == "ee"
+    assert card["vla"]["tokenizer"]["words"] == ["bin", "blue", "cube", "in", "put", "red", "the"]
+    for name in ("policy.onnx", "policy_step.onnx", "MODEL_CARD.md"):
+        assert (vla_model / name).is_file()
+
+
+def _tool(name: str):  # noqa: ANN202 - the tool's module
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quantization_report(vla_dataset_root, vla_model, capsys, monkeypatch, tmp_path):
+    """In process (a subprocess would import torch again): the tool's own main."""
+    tool = _tool("vla_quantization")
+    monkeypatch.setattr(sys, "argv", ["vla_quantization.py", "--dataset", str(vla_dataset_root),
+                                      "--json", str(tmp_path / "q.json")])
+    assert tool.main() == 0
+    assert "max error within half a bin in every dimension: True" in capsys.readouterr().out
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["actions"] == 48 and report["names"][0] == "x"
+    assert all(m <= h + 1e-6 for m, h in zip(report["max_abs_error"], report["half_bin"],
+                                             strict=True))
+    # the exported model's bins are the ones training built from this dataset
+    names, actions = tool.dataset_actions(vla_dataset_root, "ee")
+    card_bins = ActionBins.from_dict(json.loads((vla_model / "model_card.json").read_text())
+                                     ["vla"]["actions"])
+    assert np.allclose(card_bins.low, tool.dataset_bins(actions, 256).low)
+    table, _ = tool.report(names, card_bins, actions)
+    assert "  gripper " in table
+
+
+def test_inprocess_evaluation_runs_an_episode(vla_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(vla_model, model)
+    done = _run([TOOLS / "eval_vla_inprocess.py", "--model", model / "policy.onnx",
+                 "--episodes", "1", "--time-limit", "0.5", "--json", tmp_path / "eval.json",
+                 "--update-card"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["summary"]["episodes"] == 1 and result["summary"]["inference_hz"] > 0
+    episode = result["episodes"][0]
+    assert episode["inferences"] == 5  # 0.5 s at the dataset's 10 Hz, one action per chunk
+    assert episode["instruction"].startswith("put the ")
+    assert not episode["success"]  # half a second is too short to put a cube in the bin
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["evaluation"]["episodes"] == 1 and card["evaluation"]["success_rate"] == 0.0
+    assert '"success_rate": 0.0' in (model / "MODEL_CARD.md").read_text()
+
+
+def test_dataset_maker_writes_language_conditioned_episodes(tmp_path):
+    done = _run([TOOLS / "make_vla_dataset.py", "--out", tmp_path / "ds", "--episodes", "1",
+                 "--seed", "3", "--image-size", "48,64", "--time-limit", "20"], timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kept 1/1" in done.stdout
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    assert info["features"]["observation.images.color"]["shape"] == [48, 64, 3]
+    assert info["features"]["action"]["names"][:3] == ["x", "y", "z"]
+    assert info["total_episodes"] == 1 and info["total_tasks"] == 1

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Evaluate an exported VLA policy in the MuJoCo world, in process (no ROS): the success rate of
+language-conditioned pick-and-place and the policy's inference rate on this CPU.
+
+Per episode: the world is reset with seed S+i (every cube at a random pose), one cube is named
+in an instruction ("put the red cube in the bin"), and the policy runs closed loop at the
+card's rate: every n_action_steps control steps the calibrated camera is rendered, resized as
+the policy node resizes it (armstack_policy.observation.image_feature) and, with the measured
+joints, decoded by the ONNX runner (armstack_policy.vla_decode) into a chunk; the chunk buffer
+(receding horizon) hands out one ee action per step, and IK (armstack_common.kinematics, what
+the IK node wraps) turns it into joint targets. Inference is synchronous (simulated time waits
+for it), so this measures what the policy decides, not the graph's latency.
+
+Success: the named cube rests in the bin and no other cube does, when the episode ends (the
+named cube has rested in the bin for --settle s, or --time-limit passed).
+
+    python tools/eval_vla_inprocess.py --model models/vla_pick/policy.onnx --episodes 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+_REPO = Path(__file__).resolve().parents[1]
+for _pkg in ("armstack_common", "armstack_sim", "armstack_policy"):
+    sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
+
+from armstack_common.kinematics import ArmKinematics  # noqa: E402
+from armstack_common.paths import urdf_path  # noqa: E402
+from armstack_common.transforms import pose_matrix  # noqa: E402
+from armstack_policy.actions import ActionLayout  # noqa: E402
+from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig  # noqa: E402
+from armstack_policy.observation import IMAGE_PREFIX, STATE_KEY, image_feature  # noqa: E402
+from armstack_policy.onnx_policy import CARD_FILE, RunnerConfig  # noqa: E402
+from armstack_policy.vla_decode import VLADecodeConfig, VLARunner, load_vla_policy  # noqa: E402
+from armstack_sim.world import SimConfig, SimWorld  # noqa: E402
+from make_vla_dataset import TEMPLATES, episode_spec  # noqa: E402 - the training episodes' draw
+
+logger = logging.getLogger("eval_vla_inprocess")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run; validated on construction."""
+
+    episodes: int = 100
+    seed: int = 100_000  # first episode's seed (the generated training data starts at 0)
+    templates: tuple[str, ...] = TEMPLATES[:1]
+    time_limit: float = 20.0  # simulated s
+    settle: float = 1.0  # s the named cube must rest in the bin to end early
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"EvalConfig.episodes must be an int >= 1, got {self.episodes!r}")
+        if not self.templates or not all("{color}" in t for t in self.templates):
+            raise ValueError("EvalConfig.templates must be texts containing {color}")
+        if not self.time_limit > 0.0 or not self.settle > 0.0:
+            raise ValueError("EvalConfig.time_limit and settle must be > 0 s")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    instruction: str
+    target: str
+    success: bool
+    in_bin: dict[str, bool]
+    sim_time: float  # s
+    inferences: int
+    inference_ms_mean: float
+    ik_failures: int
+
+
+def observation(world: SimWorld, runner: VLARunner) -> dict[str, np.ndarray]:
+    """The policy's features {key: (1, ...)} now: measured joints and the camera frame(s)."""
+    features = {STATE_KEY: world.joint_positions().astype(np.float32)[None]}
+    rgb, _ = world.render_rgbd()
+    for camera, h, w in runner.card.cameras:
+        features[IMAGE_PREFIX + camera] = image_feature(rgb, (h, w))[None]
+    return features
+
+
+def run_episode(world: SimWorld, kinematics: ArmKinematics, runner: VLARunner,
+                seed: int, template: str, cfg: EvalConfig) -> EpisodeResult:
+    card = runner.card
+    spec = episode_spec(world, seed, (template,))
+    target, instruction = spec.target, spec.instruction
+    world.reset(seed)
+    runner.set_instruction(instruction)
+    runner.reset()
+    layout = ActionLayout(card.action_kind, card.action_names)
+    buffer = ChunkBuffer(ChunkBufferConfig(
+        mode="receding_horizon", chunk_size=card.chunk_size, action_dim=card.action_dim,
+        dt=card.dt, max_chunks=2, n_action_steps=card.n_action_steps))
+    substeps = max(1, round(card.dt / world.timestep))
+    command = world.joint_targets()  # (7,)
+    times, ik_failures, step, rested = [], 0, 0, 0.0
+    while world.time < cfg.time_limit and rested < cfg.settle:
+        now = step * card.dt
+        if step % card.n_action_steps == 0:
+            features = observation(world, runner)
+            t0 = time.perf_counter()
+            chunk = runner.predict_chunk(features)  # (k, D)
+            times.append(time.perf_counter() - t0)
+            buffer.add_chunk(chunk, now)
+        action = buffer.action_at(now).action  # (D,)
+        command, ok = _joint_command(layout, kinematics, action, world, command)
+        ik_failures += not ok
+        world.set_joint_targets(command)
+        world.step(substeps)
+        step += 1
+        rested = rested + card.dt if world.object_in_bin(target) else 0.0
+    in_bin = {n: world.object_in_bin(n) for n in world.object_names}
+    success = in_bin[target] and not any(v for n, v in in_bin.items() if n != target)
+    return EpisodeResult(seed, instruction, target, success, in_bin, world.time, len(times),
+                         1e3 * float(np.mean(times)), ik_failures)
+
+
+def _joint_command(layout: ActionLayout, kinematics: ArmKinematics, action: np.ndarray,
+                   world: SimWorld, previous: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Joint targets (7,) for one action, and whether IK converged (else the arm holds)."""
+    if layout.kind == "joint":
+        return np.asarray(action, dtype=float), True
+    pose = layout.ee_pose(action)
+    solution = kinematics.ik(pose_matrix(pose.position, pose.quaternion),
+                             world.joint_positions()[:-1])
+    arm = solution.q if solution.success else previous[:-1]
+    return np.append(arm, pose.gripper), solution.success
+
+
+def summarize(results: list[EpisodeResult], card_path: Path) -> dict:
+    ms = np.array([r.inference_ms_mean for r in results])
+    successes = sum(r.success for r in results)
+    wrong = sum(any(v for n, v in r.in_bin.items() if n != r.target) for r in results)
+    return {"tool": "tools/eval_vla_inprocess.py", "model_card": str(card_path),
+            "episodes": len(results), "successes": successes,
+            "success_rate": successes / len(results),
+            "episodes_with_a_wrong_cube_in_bin": wrong,
+            "inference_ms_mean": float(ms.mean()),
+            "inference_hz": float(1e3 / ms.mean()),
+            "note": "in-process MuJoCo, synchronous inference, receding horizon, one ORT thread"}
+
+
+def update_card(card_path: Path, summary: dict) -> None:
+    """Write the evaluation into the card beside the model and re-render MODEL_CARD.md (the
+    copy embedded in the ONNX metadata keeps the card as exported)."""
+    sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / "armstack_learning"))
+    from armstack_learning.export import CARD_MD
+    from armstack_learning.vla_export import vla_card_markdown
+
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["evaluation"] = summary
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_path.with_name(CARD_MD).write_text(vla_card_markdown(card), encoding="utf-8")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--model", type=Path, required=True, help="exported VLA (policy.onnx)")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode")
+    p.add_argument("--all-templates", action="store_true",
+                   help="phrase instructions with every training template, not only the first")
+    p.add_argument("--time-limit", type=float, default=20.0, help="simulated s per episode")
+    p.add_argument("--temperature", type=float, help="decoding temperature (default: card's)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", type=Path, help="write the per-episode results and summary here")
+    p.add_argument("--update-card", action="store_true",
+                   help="store the summary as the evaluation of model_card.json and MODEL_CARD.md")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = EvalConfig(episodes=args.episodes, seed=args.seed, time_limit=args.time_limit,
+                     templates=TEMPLATES if args.all_templates else TEMPLATES[:1])
+    runner = load_vla_policy(args.model, RunnerConfig(intra_op_threads=args.threads),
+                             VLADecodeConfig(temperature=args.temperature))
+    world = SimWorld(SimConfig())
+    kinematics = ArmKinematics(urdf_path())
+    results = []
+    for i in range(cfg.episodes):
+        template = cfg.templates[i % len(cfg.templates)]
+        r = run_episode(world, kinematics, runner, cfg.seed + i, template, cfg)
+        results.append(r)
+        print(f"episode {i:3d} seed {r.seed}: {'success' if r.success else 'FAIL   '} "
+              f"{r.instruction!r}, in bin {[n for n, v in r.in_bin.items() if v]}, "
+              f"sim {r.sim_time:4.1f} s, inference {r.inference_ms_mean:5.1f} ms, "
+              f"ik failures {r.ik_failures}", flush=True)
+    summary = summarize(results, args.model.with_name(CARD_FILE))
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary,
+                                         "episodes": [asdict(r) for r in results]}, indent=2))
+    if args.update_card:
+        update_card(args.model.with_name(CARD_FILE), summary)
+    world.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
