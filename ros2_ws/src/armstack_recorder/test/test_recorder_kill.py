@@ -12,6 +12,10 @@ from armstack_recorder import layout
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
 from armstack_recorder.validate import validate_dataset
 
+# Real processes timed on a 2-core machine: a starved recorder honestly drops a sample, which
+# shifts a frame count by one more than the tolerance; one rerun tells that from a real fault.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 FPS = 30
 
 
