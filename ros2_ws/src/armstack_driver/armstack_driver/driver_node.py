@@ -112,7 +112,10 @@ class DriverNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         ok, message = self.loop.request("disable")
-        (self.get_logger().info if ok else self.get_logger().error)(message)
+        if ok:  # one severity per call site: rclpy raises on a second one
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
         return super().on_deactivate(state)
 
     def release(self) -> None:

@@ -200,8 +200,11 @@ class RecorderNode(Node):
                 ok, text, _ = self._session.save(cmd.time_ns, cmd.owner)
             else:
                 ok, text = self._session.discard(cmd.reason, cmd.owner)
-            log = self.get_logger().info if ok else self.get_logger().warning
-            log(f"teleop {cmd.kind} ({cmd.owner}): {text}")
+            # Two call sites: rclpy refuses a second severity from one call site (ValueError).
+            if ok:
+                self.get_logger().info(f"teleop {cmd.kind} ({cmd.owner}): {text}")
+            else:
+                self.get_logger().warning(f"teleop {cmd.kind} ({cmd.owner}): {text}")
         if msg.state == "finished":
             self.get_logger().info(f"teleop session finished: {msg.summary}")
 
