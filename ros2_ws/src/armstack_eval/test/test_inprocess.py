@@ -1,0 +1,64 @@
+"""In-process evaluation: real MuJoCo, real detector and localization, a proof-of-life policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from armstack_common.paths import model_file
+from armstack_eval.inprocess import InProcessEvalConfig, InProcessEvaluator, Perception
+from armstack_policy.onnx_policy import RunnerConfig, load_policy
+from armstack_policy.proof_models import ProofSpec, write_proof_model
+from armstack_sim.world import SimWorld
+
+DETECTOR = "detector/detector.onnx"
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = SimWorld()
+    yield w
+    w.close()
+
+
+def test_perception_places_every_cube_near_its_true_centre(world):
+    perception = Perception(world, model_file(DETECTOR, "tools/train_detector.py"))
+    world.reset(7)
+    for _ in range(4):  # the tracker confirms an object after min_hits frames
+        objects = perception.objects()
+    truth = {p.name: p.position for p in world.object_poses()}
+    assert sorted(o.label for o in objects) == sorted(truth)
+    for o in objects:
+        assert np.linalg.norm(np.asarray(o.position) - truth[o.label]) < 0.01
+
+
+@pytest.mark.parametrize("objects", ["perception", "ground_truth"])
+def test_an_episode_runs_the_policy_at_the_inference_period(tmp_path, world, objects):
+    proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
+    policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
+    cfg = InProcessEvalConfig(episodes=1, time_limit=0.6, objects=objects, inference_period=3)
+    evaluator = InProcessEvaluator(policy, cfg, model_file(DETECTOR, "tools/train_detector.py"),
+                                   world=world)
+    outcome = evaluator.run(0)
+    steps = round(0.6 / policy.card.dt)
+    assert outcome.inferences == -(-steps // 3)  # one chunk every third step, from step 0
+    assert outcome.dry_steps == 0
+    assert not outcome.success and not any(outcome.in_bin.values())
+    assert outcome.sim_time == pytest.approx(0.6, abs=policy.card.dt)
+
+
+def test_receding_horizon_infers_once_per_n_action_steps(tmp_path, world):
+    proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
+    policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
+    cfg = InProcessEvalConfig(episodes=1, time_limit=0.6, objects="ground_truth",
+                              mode="receding_horizon", n_action_steps=10)
+    outcome = InProcessEvaluator(policy, cfg, world=world).run(0)
+    assert outcome.inferences == 3  # steps 0, 10, 20 of 30
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"episodes": 0}, "episodes"), ({"objects": "oracle"}, "objects"),
+    ({"mode": "fastest"}, "mode"), ({"time_limit": 0.0}, "time_limit"),
+    ({"n_action_steps": -1}, "n_action_steps")])
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=f"InProcessEvalConfig.{field} "):
+        InProcessEvalConfig(**overrides)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Evaluate an exported ACT or Diffusion policy in the MuJoCo world, in one process (no ROS).
+
+The simulator, the perception logic (detector + localization from config/perception.yaml), the
+policy node's observation assembly and chunk buffer run in one loop with synchronous inference
+(armstack_eval.inprocess says exactly what is and is not the graph). Quick and repeatable: use
+it to compare chunk-buffer modes and checkpoints; the graph figure is tools/evaluate_policy.py.
+
+    python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 100
+    python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx \
+        --mode temporal_ensemble --inference-period 1 --episodes 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from armstack_common.paths import model_file
+from armstack_eval.inprocess import (
+    OBJECT_SOURCES,
+    InProcessEvalConfig,
+    InProcessEvaluator,
+    summarize,
+)
+from armstack_policy.chunk_buffer import FAVOUR, MODES
+from armstack_policy.onnx_policy import RunnerConfig, load_policy
+
+EXPORT_TOOL = "tools/train_policy.py then tools/export_policy.py"
+DETECTOR_TOOL = "tools/train_detector.py"
+
+
+def main() -> int:
+    d = InProcessEvalConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--model", required=True, help="policy .onnx under models/ (or absolute)")
+    p.add_argument("--episodes", type=int, default=d.episodes)
+    p.add_argument("--seed", type=int, default=d.seed, help="scene seed of the first episode")
+    p.add_argument("--time-limit", type=float, default=d.time_limit, help="simulated s")
+    p.add_argument("--objects", choices=OBJECT_SOURCES, default=d.objects)
+    p.add_argument("--detector-model", default="detector/detector.onnx")
+    p.add_argument("--mode", choices=MODES, default=d.mode)
+    p.add_argument("--inference-period", type=int, default=d.inference_period,
+                   help="control steps between inferences (receding_horizon: n_action_steps)")
+    p.add_argument("--n-action-steps", type=int, default=d.n_action_steps)
+    p.add_argument("--ensemble-coeff", type=float, default=d.ensemble_coeff)
+    p.add_argument("--favour", choices=FAVOUR, default=d.favour)
+    p.add_argument("--blend-steps", type=int, default=d.blend_steps)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", type=Path, help="write the summary and every episode here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = InProcessEvalConfig(
+        episodes=args.episodes, seed=args.seed, time_limit=args.time_limit, objects=args.objects,
+        mode=args.mode, inference_period=args.inference_period,
+        n_action_steps=args.n_action_steps, ensemble_coeff=args.ensemble_coeff,
+        favour=args.favour, blend_steps=args.blend_steps)
+    policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
+    detector = _resolve(args.detector_model, DETECTOR_TOOL) if args.objects == "perception" else None
+    evaluator = InProcessEvaluator(policy, config, detector)
+    outcomes = []
+    try:
+        for i in range(config.episodes):
+            o = evaluator.run(i)
+            outcomes.append(o)
+            rate = sum(x.success for x in outcomes) / len(outcomes)
+            print(f"episode {i:3d} seed {o.seed}: {'success' if o.success else 'FAIL   '} "
+                  f"in bin {sum(o.in_bin.values())}/{len(o.in_bin)}, sim {o.sim_time:4.1f} s, "
+                  f"inference {o.inference_ms_mean:5.1f} ms, dry {o.dry_steps}, "
+                  f"wall {o.wall_s:4.1f} s; so far {rate:.0%}", flush=True)
+    finally:
+        evaluator.close()
+    summary = summarize(outcomes, config)
+    summary["model"] = str(args.model)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary,
+                                         "episodes": [o.to_dict() for o in outcomes]}, indent=2))
+    return 0
+
+
+def _resolve(path: str, made_by: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else model_file(path, made_by)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
