@@ -1,0 +1,51 @@
+"""The repository's launch files as the launcher plans them (`--print`: nothing is started)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from armstack_bringup.cli import main
+
+LAUNCH_DIR = Path(__file__).resolve().parents[1] / "launch"
+
+
+def plan(capsys, file: str, *args: str) -> dict[str, str]:
+    """{process name without its index: its command line and attribute lines}."""
+    assert main(["launch", str(LAUNCH_DIR / file), "--print", *args]) == 0
+    out = capsys.readouterr().out
+    blocks = re.split(r"^\[", out, flags=re.M)[1:]
+    return {re.sub(r"-\d+$", "", b.split("]", 1)[0]): b for b in blocks}
+
+
+def test_demo_runs_the_whole_graph_with_respawn_but_not_for_the_bus_owners(capsys):
+    nodes = plan(capsys, "demo.launch.yaml")
+    assert set(nodes) == {"sim_node", "detector_node", "localization_node", "driver_node",
+                          "ik_node", "state_publisher", "policy_node"}
+    for name in ("detector_node", "localization_node", "ik_node", "state_publisher",
+                 "policy_node"):
+        assert "respawn (delay 0.5 s)" in nodes[name], name
+    for name in ("sim_node", "driver_node"):
+        assert "respawn" not in nodes[name], name
+    assert "'reply_margin_ms': 100.0" in nodes["driver_node"]  # the emulated bus's settings
+    assert "'model_path': 'policy/act_pick/policy.onnx'" in nodes["policy_node"]
+
+
+def test_demo_on_hardware_with_teleop_recorder_and_a_namespace(capsys):
+    nodes = plan(capsys, "demo.launch.yaml", "sim:=false", "camera:=realsense",
+                 "servo_port:=/dev/ttyUSB0", "policy:=false", "teleop:=keyboard",
+                 "recorder:=true", "dataset:=/data/set1", "namespace:=arm_left", "respawn:=false")
+    assert set(nodes) == {"camera_node", "detector_node", "localization_node", "driver_node",
+                          "ik_node", "state_publisher", "teleop_node", "recorder_node"}
+    assert all("__ns:=/arm_left" in block for block in nodes.values())
+    assert not any("respawn" in block for block in nodes.values())
+    assert "'port': '/dev/ttyUSB0'" in nodes["driver_node"]
+    assert "'reply_margin_ms': 20.0" in nodes["driver_node"]  # a real bus: the defaults
+    assert "'source': 'keyboard'" in nodes["teleop_node"]
+    assert "'dataset_root': '/data/set1'" in nodes["recorder_node"]
+
+
+@pytest.mark.parametrize("file", sorted(p.name for p in LAUNCH_DIR.glob("*.launch.yaml")))
+def test_every_launch_file_plans_with_its_defaults(capsys, file):
+    assert plan(capsys, file)
