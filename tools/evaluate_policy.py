@@ -8,7 +8,7 @@ summary.md, plots, camera.mp4). The policy sees only what the real robot would: 
 and the perception's objects, never the simulator's ground truth.
 
     source .venv/armstack_env.sh
-    python tools/evaluate_policy.py --policy-model policy/policy.onnx --episodes 20 \
+    python tools/evaluate_policy.py --policy-model policy/act_pick/policy.onnx --episodes 20 \
         --mode async_latency_compensated --out out/eval-act
     python tools/evaluate_policy.py --controller expert --episodes 5   # the scripted expert
 

@@ -14,7 +14,7 @@ memory, CPU). The report says whether the stack holds up over time:
 - success rate and missed periods per --window-minutes window.
 
     source .venv/armstack_env.sh
-    python tools/soak.py --minutes 30 --policy-model policy/policy.onnx --out out/soak-act
+    python tools/soak.py --minutes 30 --policy-model policy/act_pick/policy.onnx --out out/soak-act
     python tools/soak.py --minutes 30 --controller expert --no-perception   # no trained policy
 
 Writes <out>/soak.md (the summary, also printed), soak.json (samples, episodes, summary),
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minutes", type=float, default=30.0,
                         help="how long episodes keep starting")
     parser.add_argument("--controller", choices=CONTROLLERS, default="policy")
-    parser.add_argument("--policy-model", default="policy/policy.onnx",
+    parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
                         help="ONNX policy (model_card.json beside it), under models/ or absolute")
     parser.add_argument("--mode", choices=MODES, default="async_latency_compensated",
                         help="chunk buffer mode of the policy node")

@@ -1,6 +1,6 @@
 """Evaluate a controller through the whole graph against the simulator; `armstack demo`.
 
-    python tools/evaluate_policy.py --policy-model policy/policy.onnx --episodes 20 --out out/eval
+    python tools/evaluate_policy.py --policy-model policy/act_pick/policy.onnx --episodes 20 --out out/eval
     python tools/evaluate_policy.py --controller expert --episodes 5       # the scripted expert
     ./armstack demo [--episodes 5]                                          # committed models
 
@@ -52,7 +52,7 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
     parser.add_argument("--controller", choices=(*CONTROLLERS, "auto"), default=controller,
                         help="what drives the arm: the policy node, the scripted expert (teleop), or auto "
                              "(the policy when its model exists, else the expert)")
-    parser.add_argument("--policy-model", default="policy/policy.onnx",
+    parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
                         help="ONNX policy (model_card.json beside it), under models/ or absolute")
     parser.add_argument("--mode", choices=MODES, default="async_latency_compensated",
                         help="chunk buffer mode of the policy node")

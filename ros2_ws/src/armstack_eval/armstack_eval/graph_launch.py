@@ -33,7 +33,7 @@ class GraphConfig:
     config_dir: Path  # armstack's config/ (parameter files)
     servo_port_link: str  # the simulator's pty link, the driver's port
     controller: str = "policy"  # one of CONTROLLERS
-    policy_model: str = "policy/policy.onnx"  # relative to models/, or absolute
+    policy_model: str = "policy/act_pick/policy.onnx"  # relative to models/, or absolute
     chunk_mode: str = "async_latency_compensated"  # armstack_policy.chunk_buffer.MODES
     perception: bool = True  # detector + localization (a policy that takes objects needs them)
     detector_model: str = "detector/detector.onnx"  # relative to models/, or absolute

@@ -19,7 +19,7 @@ QOS_CHOICES = ("sensor_data", "reliable")
 CAMERA_PLACEHOLDER = "{camera}"
 
 POLICY_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_path", "policy/policy.onnx",
+    ParamSpec("model_path", "policy/act_pick/policy.onnx",
               "exported policy: absolute, relative to the working directory, or under models/; "
               "its model_card.json must sit beside it", read_only=True),
     ParamSpec("provider", "cpu", "ONNX Runtime execution provider; falls back down "

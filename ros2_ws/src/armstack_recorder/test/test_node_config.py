@@ -66,4 +66,4 @@ def test_the_shipped_parameter_file_is_valid(tmp_path):
     values = default_values(**params)
     values["dataset_root"] = str(tmp_path / "ds")  # not the user's home in a test
     cfg = recorder_config(values)
-    assert cfg.sampler.fps == 30 and cfg.session.on_timing_error == "discard"
+    assert cfg.sampler.fps == 50 and cfg.session.on_timing_error == "discard"
