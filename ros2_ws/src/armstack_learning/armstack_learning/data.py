@@ -14,7 +14,8 @@ stores (armstack_policy.observation.image_feature resizes camera frames the same
 time). `preload_images` decodes every frame once into memory (uint8 at the policy's size): a
 small image policy then trains without decoding video at every sample.
 With a tokenizer, a sample also holds observation.language.tokens (L,) int64, the ids of its
-episode's task string.
+episode's task string. `targets` names vector features served at frame t only, (D,), for
+training losses that are not inputs (the VLA's object localization).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class ChunkDataset(Dataset):
 
     def __init__(self, root: Path | str, layout: FeatureLayout, window: WindowConfig,
                  image_size: tuple[int, int] | None = None, preload_images: bool = False,
-                 tokenize: Callable[[str], np.ndarray] | None = None) -> None:
+                 tokenize: Callable[[str], np.ndarray] | None = None,
+                 targets: tuple[str, ...] = ()) -> None:
         """image_size (H, W): the size samples carry (default: the dataset's); tokenize: task
         string -> (L,) ids, to add observation.language.tokens to every sample."""
         self.reader = LeRobotDatasetReader(root)
@@ -98,6 +100,10 @@ class ChunkDataset(Dataset):
         ends = np.array([ep.to_index for ep in self.reader.meta.episodes], np.int64)
         self._start = starts[self._episode]  # (N,) first frame of each frame's episode
         self._end = ends[self._episode]  # (N,) one past its last frame
+        missing = [k for k in targets if k not in cols]
+        if missing:
+            raise ValueError(f"dataset has no feature {missing} to serve as a training target")
+        self._targets = {k: np.array(cols[k], np.float32) for k in targets}  # key -> (N, D)
         self._task_index = np.asarray(cols["task_index"], np.int64)  # (N,)
         self._task_tokens = None  # (n_tasks, L) ids of each task string
         if tokenize is not None:
@@ -148,6 +154,8 @@ class ChunkDataset(Dataset):
             item[key] = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
         if self._task_tokens is not None:
             item[LANGUAGE_KEY] = torch.from_numpy(self._task_tokens[self._task_index[t]])
+        for key, values in self._targets.items():
+            item.setdefault(key, torch.from_numpy(values[t]))
         return item
 
     def task(self, t: int) -> str:

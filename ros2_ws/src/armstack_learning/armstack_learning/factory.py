@@ -17,7 +17,13 @@ from armstack_recorder.metadata import load_meta
 from armstack_learning.act import ACTConfig, ACTPolicy
 from armstack_learning.data import ChunkDataset, WindowConfig
 from armstack_learning.diffusion import DiffusionConfig, DiffusionPolicy
-from armstack_learning.features import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, FeatureLayout
+from armstack_learning.features import (
+    ACTION_KEY,
+    ENV_STATE_KEY,
+    STATE_KEY,
+    FeatureLayout,
+    feature_names,
+)
 from armstack_learning.normalize import Affine, FeatureNormalizer
 from armstack_learning.policy import Policy
 from armstack_learning.vla import VLAConfig, VLAPolicy
@@ -100,11 +106,28 @@ def prepare_config(kind: str, cfg: PolicyConfig, dataset_root: Path | str) -> Po
     if len(split_words(longest)) > cfg.max_instruction_tokens:
         raise ValueError(f"VLAConfig.max_instruction_tokens ({cfg.max_instruction_tokens}) is "
                          f"shorter than the dataset task {longest!r}")
-    if cfg.vocabulary:
-        return cfg
-    words = vocabulary_from_texts(tasks)
-    logger.info("instruction vocabulary from %d task(s): %d words", len(tasks), len(words))
-    return dataclasses.replace(cfg, vocabulary=words)
+    if not cfg.vocabulary:
+        words = vocabulary_from_texts(tasks)
+        logger.info("instruction vocabulary from %d task(s): %d words", len(tasks), len(words))
+        cfg = dataclasses.replace(cfg, vocabulary=words)
+    if cfg.object_loss_weight > 0.0 and not cfg.object_classes:
+        cfg = dataclasses.replace(cfg, object_classes=_object_classes(dataset_root))
+    return cfg
+
+
+def _object_classes(dataset_root: Path | str) -> tuple[str, ...]:
+    """Classes of the dataset's object slots (<class>_x, _y, _z, _present each), or () when it
+    has none: then the VLA trains without the object localization loss."""
+    features = load_meta(Path(dataset_root)).features
+    if ENV_STATE_KEY not in features:
+        logger.info("the dataset has no %s: no object localization loss", ENV_STATE_KEY)
+        return ()
+    names = feature_names(features, ENV_STATE_KEY)
+    classes = tuple(n[: -len("_x")] for n in names[::4])
+    if names != [f"{c}_{f}" for c in classes for f in ("x", "y", "z", "present")]:
+        raise ValueError(f"dataset {ENV_STATE_KEY} names {names} are not <class>_x, _y, _z, "
+                         "_present per class: set VLAConfig.object_loss_weight=0")
+    return classes
 
 
 def make_dataset(cfg: PolicyConfig, dataset_root: Path | str,
@@ -115,8 +138,9 @@ def make_dataset(cfg: PolicyConfig, dataset_root: Path | str,
     if not isinstance(cfg, VLAConfig):
         return ChunkDataset(dataset_root, layout, window)
     tokenizer = WordTokenizer(cfg.vocabulary, cfg.max_instruction_tokens)
+    targets = (ENV_STATE_KEY,) if cfg.object_classes and cfg.object_loss_weight > 0.0 else ()
     return ChunkDataset(dataset_root, layout, window, image_size=cfg.image_size,
-                        preload_images=True, tokenize=tokenizer.encode)
+                        preload_images=True, tokenize=tokenizer.encode, targets=targets)
 
 
 def placeholder_normalizer(layout: FeatureLayout) -> FeatureNormalizer:

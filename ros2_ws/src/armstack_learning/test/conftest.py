@@ -77,11 +77,13 @@ VLA_TASKS = ("put the red cube in the bin", "put the blue cube in the bin")
 EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 
 
-def vla_episode(seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """(state (T, 7), action (T, 8), images (T, H, W, 3) uint8, task) of one synthetic
-    language-conditioned episode: a red and a blue square on a grey image; the instruction
-    names one; the ee moves to where that square is (x, y from its pixel position), descends
-    and closes the gripper. The chunk is a function of image, instruction and time."""
+def vla_episode(seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str,
+                                                 np.ndarray]:
+    """(state (T, 7), action (T, 8), images (T, H, W, 3) uint8, task, env (8,)) of one
+    synthetic language-conditioned episode: a red and a blue square on a grey image; the
+    instruction names one; the ee moves to where that square is (x, y from its pixel
+    position), descends and closes the gripper. The chunk is a function of image, instruction
+    and time. env: the squares as object slots red_cube, blue_cube (x, y, z, present)."""
     rng = np.random.default_rng(seed)
     task = VLA_TASKS[seed % 2]
     h, w = VLA_IMAGE
@@ -98,7 +100,10 @@ def vla_episode(seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         states.append(np.array([s, goal[0] * s, goal[1] * s, 0.0, z, 0.0, gripper], np.float32))
         actions.append(np.array([0.15 + 0.2 * goal[0] * s, -0.1 + 0.2 * goal[1] * s, z,
                                  0.0, 0.7071, 0.0, 0.7071, gripper], np.float32))
-    return np.stack(states), np.stack(actions), np.repeat(image[None], frames, axis=0), task
+    env = np.array([[0.15 + 0.2 * corners[i, 0] / h, -0.1 + 0.2 * corners[i, 1] / h, 0.015, 1.0]
+                    for i in range(2)], np.float32).reshape(-1)
+    return (np.stack(states), np.stack(actions), np.repeat(image[None], frames, axis=0), task,
+            env)
 
 
 def write_vla_dataset(root: Path, episodes: int = 4, frames: int = 12) -> Path:
@@ -106,15 +111,16 @@ def write_vla_dataset(root: Path, episodes: int = 4, frames: int = 12) -> Path:
     from armstack_recorder.video import VideoConfig
 
     spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(EE_NAMES),
+                       env_state_names=ObjectSlotsConfig(("red_cube", "blue_cube")).names,
                        cameras=[CameraSpec("color", *VLA_IMAGE)])
     cfg = WriterConfig(root=root, fps=10, robot_type="armstack_wx250s", features=spec,
                        video=VideoConfig(codec="libx264", crf=0))
     with LeRobotDatasetWriter(cfg) as writer:
         for e in range(episodes):
-            states, actions, images, task = vla_episode(e, frames)
+            states, actions, images, task, env = vla_episode(e, frames)
             writer.start_episode(task)
             for s, a, img in zip(states, actions, images, strict=True):
-                writer.add_frame(s, a, images={"color": img})
+                writer.add_frame(s, a, env, images={"color": img})
             writer.save_episode()
     return root
 
@@ -240,7 +246,8 @@ def tiny_vla_config(vla_dataset_root: Path) -> Callable:
         values = {"image_size": VLA_IMAGE, "stem_channels": (8, 8), "patch_size": 2,
                   "dim_model": 32, "n_heads": 2, "n_layers": 1, "dim_feedforward": 64,
                   "dropout": 0.0, "chunk_size": 2, "action_stride": 2, "n_action_steps": 1,
-                  "max_instruction_tokens": 8, "random_shift": 0, "optimizer_lr": 3e-3}
+                  "max_instruction_tokens": 8, "random_shift": 0, "state_dropout": 0.0,
+                  "object_loss_weight": 0.0, "optimizer_lr": 3e-3}
         values.update(overrides)
         return prepare_config("vla", VLAConfig(**values), vla_dataset_root)
     return make

@@ -214,7 +214,8 @@ def test_training_loop_checkpoints_and_resumes_a_vla_exactly(tmp_path, vla_datas
     from armstack_learning.factory import policy_from_checkpoint
     from armstack_learning.train import TrainConfig, train
 
-    cfg = dataclasses.replace(tiny_vla_config(dropout=0.1, random_shift=2), vocabulary=())
+    cfg = dataclasses.replace(tiny_vla_config(dropout=0.1, random_shift=2, state_dropout=0.5),
+                              vocabulary=())
 
     def run(out, stop_at=None, resume=False):  # noqa: ANN001, ANN202
         tc = TrainConfig(policy="vla", dataset=str(vla_dataset_root), out=str(out), steps=4,
@@ -280,3 +281,55 @@ def test_soft_bin_targets(tiny_vla_config, make_vla, vla_dataset_root, vla_layou
     valid = ~batch[ACTION_PAD_KEY].repeat_interleave(8, dim=1)
     want = torch.nn.functional.cross_entropy(logits[valid], target[valid])
     assert torch.allclose(loss, want, atol=1e-6)
+
+
+def test_state_dropout_in_training_and_never_state_at_one(tiny_vla_config, make_vla,
+                                                          vla_dataset_root, vla_layout):
+    policy, ds = make_vla(tiny_vla_config(state_dropout=0.5), vla_dataset_root, vla_layout)
+    obs = _obs(_batch(ds, list(range(0, 48, 2))))
+    state_at = policy.prefix_length - 2
+    no_state = policy.net.no_state.detach()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        trained = policy.prefix_embeddings(obs, augment=True)[:, state_at]
+        used = policy.prefix_embeddings(obs)[:, state_at]  # run time: the state is used
+    pos = policy.net.pos[state_at].detach()
+    dropped = torch.isclose(trained, no_state + pos).all(-1)
+    assert 0 < int(dropped.sum()) < len(dropped)
+    assert not torch.isclose(used, no_state + pos).all(-1).any()
+    never, _ = make_vla(tiny_vla_config(state_dropout=1.0), vla_dataset_root, vla_layout)
+    with torch.no_grad():
+        tokens = never.prefix_embeddings(obs)[:, state_at]
+    assert torch.isclose(tokens, never.net.no_state + never.net.pos[state_at]).all()
+
+
+def test_object_localization_loss(tiny_vla_config, make_vla, vla_dataset_root, vla_layout):
+    cfg = tiny_vla_config(object_loss_weight=1.0)
+    assert cfg.object_classes == ("red_cube", "blue_cube")  # from the dataset's object slots
+    policy, ds = make_vla(cfg, vla_dataset_root, vla_layout)
+    assert policy.class_words[:, policy.tokenizer.id_of("red")].tolist() == [True, False]
+    assert not policy.class_words[:, policy.tokenizer.id_of("cube")].any()  # shared word
+    batch = _batch(ds, range(0, len(ds), 6))
+    assert batch["observation.environment_state"].shape == (8, 8)
+    # the named-object query is scored against the cube the instruction names
+    env = torch.tensor([[0.2, 0.1, 0.015, 1.0, 0.3, -0.1, 0.015, 1.0]])
+    tokens = torch.from_numpy(policy.tokenizer.encode("put the blue cube in the bin"))[None]
+    patches = torch.zeros(1, 4, policy.config.dim_model)
+    with torch.no_grad():
+        policy.object_head.out.weight.zero_()
+        policy.object_head.out.bias.copy_(torch.tensor([3.0, -1.0]))  # every query says blue
+        loss = policy.object_loss(patches, tokens, env)
+    # red query off by (1, 2) dm, blue exact: class loss 5 / 2 present; named (blue) exact
+    assert loss.item() == pytest.approx(2.5)
+    opt = torch.optim.AdamW(policy.optimizer_groups(), weight_decay=0.0)
+    policy.train()
+    infos = []
+    for _ in range(40):
+        loss, info = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        infos.append(info)
+    assert infos[-1]["object_loss"] < 0.5 * infos[0]["object_loss"]
+    assert infos[-1]["loss"] == pytest.approx(infos[-1]["action_loss"]
+                                              + infos[-1]["object_loss"], rel=1e-5)

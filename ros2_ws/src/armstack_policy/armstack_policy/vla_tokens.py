@@ -73,6 +73,10 @@ class WordTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in split_words(text) if w not in self._ids]
 
+    def id_of(self, word: str) -> int:
+        """The id of one word (<unk> for a word not in the vocabulary)."""
+        return self._ids.get(word, UNK_ID)
+
     def encode(self, text: str) -> np.ndarray:
         """(max_tokens,) int64 ids, padded with <pad>; unknown words become <unk>.
 
