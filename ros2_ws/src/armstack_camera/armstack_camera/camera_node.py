@@ -28,6 +28,7 @@ from armstack_camera.config import PARAMS, CameraNodeConfig, resolve_config_path
 from armstack_camera.msg_conv import camera_info_from_model, numpy_to_image
 from armstack_camera.qos import TF_STATIC_BROADCASTER_QOS, image_qos
 from armstack_camera.source import Frame, SourceInfo
+from armstack_camera.stream_report import check_stream
 from armstack_common import paths
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
@@ -38,7 +39,7 @@ from armstack_common.timeutil import sec_to_stamp_fields
 class CameraNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("camera")
-        self.params = NodeParameters(self, PARAMS, CameraNodeConfig.from_params)
+        self.params = NodeParameters(self, PARAMS, CameraNodeConfig.from_params, self._on_update)
         self.config: CameraNodeConfig = self.params.config
         self._loop: CaptureLoop | None = None
         self._file_model: CameraModel | None = None
@@ -54,6 +55,10 @@ class CameraNode(LifecycleNode):
             TF_STATIC_BROADCASTER_QOS,  # global, as tf2_ros's
         )
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+
+    def _on_update(self, values: dict) -> None:
+        # Only live parameters change (the diagnostics thresholds); the next report uses them.
+        self.config = self.params.config
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -186,29 +191,13 @@ class CameraNode(LifecycleNode):
             report.add("frames", status.frames)
             report.add("reconnects", status.reconnects)
             report.add("last_error", status.last_error or "none")
-            self._check_stream(report, status)
+            check_stream(report, status, self._rate.rate_hz(), cfg)
         if self._size_error:
             report.raise_to(Level.ERROR, self._size_error)
         latency = self._latency_ms.summary()
         report.add("latency_median_ms", latency["median"])
         report.add("latency_p99_ms", latency["p99"])
         self._diag_pub.publish(to_msg([report], self.get_clock().now().to_msg()))
-
-    def _check_stream(self, report: DiagnosticReport, status) -> None:
-        cfg = self.config
-        if status.state == "finished":
-            report.raise_to(Level.WARN, "source finished (folder played once)")
-            return
-        if status.state in ("backoff", "connecting") and status.last_error:
-            report.raise_to(Level.ERROR, f"{status.state}: {status.last_error}")
-        age = status.last_frame_age_s
-        if age is None:
-            report.raise_to(Level.WARN, "no frame yet")
-            return
-        report.check_max("last_frame_age_s", age, cfg.stall_timeout_s / 2, cfg.stall_timeout_s, "s")
-        if status.state == "streaming" and age < cfg.stall_timeout_s:
-            floor = cfg.fps * cfg.min_rate_warn_fraction
-            report.check_min("rate_hz", self._rate.rate_hz(), floor, floor / 2, "Hz")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -102,9 +102,25 @@ PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "frame_age_warn_s",
+        0.5,
+        "diagnostics warn when the last frame is older than this (error at stall_timeout_s); "
+        "<= stall_timeout_s",
+        "s",
+        (0.01, 60.0),
+    ),
+    ParamSpec(
         "min_rate_warn_fraction",
         0.8,
         "diagnostics warn when the frame rate falls below this fraction of fps",
+        "",
+        (0.0, 1.0),
+    ),
+    ParamSpec(
+        "min_rate_error_fraction",
+        0.4,
+        "diagnostics error when the frame rate falls below this fraction of fps; "
+        "<= min_rate_warn_fraction",
         "",
         (0.0, 1.0),
     ),
@@ -161,7 +177,9 @@ class CameraNodeConfig:
     reconnect_backoff_s: float = 0.5
     reconnect_backoff_max_s: float = 10.0
     diagnostics_period_s: float = 1.0
+    frame_age_warn_s: float = 0.5
     min_rate_warn_fraction: float = 0.8
+    min_rate_error_fraction: float = 0.4
     realsense_serial: str = ""
     realsense_playback_file: str = ""
     realsense_enable_depth: bool = True
@@ -190,6 +208,17 @@ class CameraNodeConfig:
         if self.source == "v4l2" and not self.v4l2_device:
             raise ValueError("v4l2.device must be set when source is 'v4l2'")
         self.capture_config()  # validates the stall and backoff settings
+        # Diagnostics thresholds: the error side must not be inside the warning side.
+        if self.frame_age_warn_s > self.stall_timeout_s:
+            raise ValueError(
+                f"frame_age_warn_s must be <= stall_timeout_s (the frame age error), got "
+                f"{self.frame_age_warn_s} > {self.stall_timeout_s}"
+            )
+        if self.min_rate_error_fraction > self.min_rate_warn_fraction:
+            raise ValueError(
+                f"min_rate_error_fraction must be <= min_rate_warn_fraction, got "
+                f"{self.min_rate_error_fraction} > {self.min_rate_warn_fraction}"
+            )
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> CameraNodeConfig:

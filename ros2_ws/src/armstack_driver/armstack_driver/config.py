@@ -52,6 +52,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("reboot_on_enable", True, "driver/enable reboots servos reporting a hardware error"),
     ParamSpec("diagnostics_period_s", 1.0, "period of the diagnostics message", "s", (0.1, 60.0),
               read_only=True),
+    ParamSpec("rate_warn_fraction", 0.9, "diagnostics warn when the measured loop rate falls below "
+              "this fraction of rate_hz", "", (0.0, 1.0)),
+    ParamSpec("rate_error_fraction", 0.5, "diagnostics error when the measured loop rate falls below "
+              "this fraction of rate_hz; <= rate_warn_fraction", "", (0.0, 1.0)),
 )
 
 
@@ -75,10 +79,15 @@ class DriverConfig:
     torque_off_on_shutdown: bool = False
     reboot_on_enable: bool = True
     diagnostics_period_s: float = 1.0
+    rate_warn_fraction: float = 0.9
+    rate_error_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.servo_config:
             raise ValueError("servo_config must name the servo bus file")
+        if self.rate_error_fraction > self.rate_warn_fraction:
+            raise ValueError(f"rate_error_fraction must be <= rate_warn_fraction (a rate floor), got "
+                             f"{self.rate_error_fraction} > {self.rate_warn_fraction}")
         if self.command_timeout_s * self.rate_hz < 2:
             raise ValueError(f"command_timeout_s {self.command_timeout_s} is shorter than two cycles "
                              f"at rate_hz {self.rate_hz}")

@@ -53,7 +53,7 @@ class DriverNode(LifecycleNode):
         self.port = self.config.port or self.servo.port
         self.layout = JointStateLayout(self.servo.joint_names, urdf_mimic_joints(urdf))
         self.limits = JointLimits.from_servo_config(self.servo, ignored=self.layout.mimic_names)
-        self.reporter = DriverReporter(self.get_name(), self.port, self.config.rate_hz)
+        self.reporter = DriverReporter(self.get_name(), self.port, self.config)
         self.bus: DynamixelBus | None = None
         self.loop: DriverLoop | None = None
 
@@ -160,7 +160,7 @@ class DriverNode(LifecycleNode):
         if self.loop is not None:
             self.loop.supervisor.config = self.config.safety()
             self.loop.update_config(self.config.loop())
-        self.reporter.rate_hz = self.config.rate_hz
+        self.reporter.config = self.config  # rate and thresholds of the next report
 
     def _on_command(self, msg: JointState) -> None:
         received = time.monotonic()

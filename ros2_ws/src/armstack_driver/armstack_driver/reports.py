@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from armstack_common.diagnostics import DiagnosticReport, Level
 
+from armstack_driver.config import DriverConfig
 from armstack_driver.loop import LoopStatus
 
 
@@ -32,7 +33,7 @@ class DriverReporter:
 
     node_name: str
     port: str
-    rate_hz: float
+    config: DriverConfig  # rate_hz and the rate thresholds; replaced on a live parameter update
     setup_error: str = ""  # why the last configure failed (empty once configured)
     setup_notes: list[str] = field(default_factory=list)  # warnings from configure
     enable_error: str = ""  # why the last enable (activate, driver/enable) failed
@@ -74,7 +75,9 @@ class DriverReporter:
     def _loop(self, report: DiagnosticReport, status: LoopStatus) -> None:
         period = status.period_ms["median"]
         rate = 1000.0 / period if period == period and period > 0 else 0.0
-        report.check_min("rate_hz", rate, warn=0.9 * self.rate_hz, error=0.5 * self.rate_hz, units=" Hz")
+        cfg = self.config
+        report.check_min("rate_hz", rate, warn=cfg.rate_warn_fraction * cfg.rate_hz,
+                         error=cfg.rate_error_fraction * cfg.rate_hz, units=" Hz")
         report.add("period_ms_p99", status.period_ms["p99"])
         report.add("jitter_ms_median", status.jitter_ms["median"])
         report.add("jitter_ms_p99", status.jitter_ms["p99"])

@@ -40,6 +40,8 @@ def test_driver_yaml_sets_only_declared_parameters_with_their_types():
         assert type(value) is type(specs[name].default), name
         assert specs[name].check(value) is None
     DriverConfig.from_params({**{s.name: s.default for s in PARAMS}, **values})
+    for name in ("rate_warn_fraction", "rate_error_fraction"):  # shown at the spec's default
+        assert values[name] == specs[name].default and not specs[name].read_only, name
 
 
 @pytest.mark.parametrize(("changes", "field"), [
@@ -48,6 +50,8 @@ def test_driver_yaml_sets_only_declared_parameters_with_their_types():
     ({"rate_hz": 50.0, "bus_watchdog_ms": 40}, "bus_watchdog_ms"),
     ({"max_step_rad": 0.0}, "max_step_rad"),
     ({"servo_config": ""}, "servo_config"),
+    ({"rate_warn_fraction": 0.4}, "rate_error_fraction must be <= rate_warn_fraction"),
+    ({"rate_error_fraction": 0.95}, "rate_error_fraction must be <= rate_warn_fraction"),
 ])
 def test_config_errors_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
@@ -71,14 +75,14 @@ def _by_name(reports):
 
 
 def test_report_of_an_unconfigured_driver_names_the_setup_error():
-    reporter = DriverReporter("driver", "/dev/ttyUSB0", 200.0, setup_error="servo 4: no ping")
+    reporter = DriverReporter("driver", "/dev/ttyUSB0", DriverConfig(), setup_error="servo 4: no ping")
     reports = _by_name(reporter.reports(None))
     assert all(r.level == Level.ERROR for r in reports.values())
     assert reports["motion"].message == "not configured: servo 4: no ping"
 
 
 def test_report_of_a_healthy_loop_is_ok():
-    reports = _by_name(DriverReporter("driver", "/dev/pts/3", 200.0).reports(_status()))
+    reports = _by_name(DriverReporter("driver", "/dev/pts/3", DriverConfig()).reports(_status()))
     assert {name: r.level for name, r in reports.items()} == {"bus": Level.OK, "loop": Level.OK,
                                                               "motion": Level.OK}
     assert reports["loop"].values["rate_hz"] == "200.000"
@@ -88,14 +92,14 @@ def test_report_of_a_healthy_loop_is_ok():
 def test_report_of_a_fault_lists_servo_and_reason():
     status = _status(mode="fault", faults=("servo 3 (elbow: hardware error 0x20 (overload))",),
                      servo_problems={3: "elbow: hardware error 0x20 (overload)"})
-    reports = _by_name(DriverReporter("driver", "p", 200.0).reports(status))
+    reports = _by_name(DriverReporter("driver", "p", DriverConfig()).reports(status))
     assert reports["motion"].level == Level.ERROR
     assert "motion stopped: servo 3 (elbow: hardware error 0x20 (overload))" in reports["motion"].message
     assert reports["bus"].level == Level.ERROR and "servo 3" in reports["bus"].message
 
 
 def test_rejections_and_missed_cycles_warn_once():
-    reporter = DriverReporter("driver", "p", 200.0)
+    reporter = DriverReporter("driver", "p", DriverConfig())
     reporter.rejections.add("elbow = nan is not a finite number")
     first = _by_name(reporter.reports(_status(missed_cycles=4)))
     assert first["motion"].level == Level.WARN and "1 joint_command(s) rejected" in first["motion"].message
@@ -107,11 +111,28 @@ def test_rejections_and_missed_cycles_warn_once():
 
 def test_slow_loop_is_an_error():
     slow = _status(period_ms={"median": 12.0, "p99": 15.0, "max": 20.0, "mean": 12.0})
-    assert _by_name(DriverReporter("driver", "p", 200.0).reports(slow))["loop"].level == Level.ERROR
+    reports = _by_name(DriverReporter("driver", "p", DriverConfig()).reports(slow))
+    assert reports["loop"].level == Level.ERROR
+
+
+@pytest.mark.parametrize(("changes", "level"), [
+    ({}, Level.OK),  # 190 Hz of 200 is above the default 0.9 floor (180 Hz)
+    ({"rate_warn_fraction": 0.98}, Level.WARN),  # below 196 Hz
+    ({"rate_warn_fraction": 0.99, "rate_error_fraction": 0.97}, Level.ERROR),  # below 194 Hz
+])
+def test_rate_thresholds_come_from_the_parameters(changes, level):
+    defaults = {spec.name: spec.default for spec in PARAMS}
+    reporter = DriverReporter("driver", "p", DriverConfig.from_params(defaults))
+    status = _status(period_ms={"median": 1000.0 / 190.0, "p99": 5.5, "max": 6.0, "mean": 5.3})
+    reporter.config = DriverConfig.from_params(defaults | changes)  # as on a live update
+    loop = _by_name(reporter.reports(status))["loop"]
+    assert loop.level == level, loop.message
+    assert ("rate_hz" in loop.message) is (level != Level.OK)
 
 
 def test_a_failed_enable_is_an_error_until_motion_is_enabled():
-    reporter = DriverReporter("driver", "p", 200.0, enable_error="cannot enable: servo 4 (forearm_roll): x")
+    reporter = DriverReporter("driver", "p", DriverConfig(),
+                              enable_error="cannot enable: servo 4 (forearm_roll): x")
     inactive = _by_name(reporter.reports(_status(mode="inactive")))["motion"]
     assert inactive.level == Level.ERROR and "cannot enable: servo 4" in inactive.message
     assert _by_name(reporter.reports(_status()))["motion"].level == Level.OK

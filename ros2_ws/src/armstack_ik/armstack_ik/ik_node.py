@@ -42,7 +42,7 @@ class IKNode(Node):
         )
         cfg: IKNodeConfig = self._params.config
         self._controller = IKController(cfg.urdf_path or urdf_path(), cfg.ik, cfg.controller)
-        self._stats = IKStats()
+        self._stats = IKStats(cfg.solve_limits)
         self._per_command = cfg.publish_mode == "per_command"
         self._last_stamp: Time | None = None  # of the last command that was not rejected
         self._command_pub = self.create_publisher(JointState, "joint_command", _QOS_DEPTH)
@@ -69,6 +69,7 @@ class IKNode(Node):
     def _on_update(self, values: dict) -> None:
         cfg: IKNodeConfig = self._params.config
         self._controller.reconfigure(cfg.ik, cfg.controller)
+        self._stats.limits = cfg.solve_limits  # the next diagnostics report uses them
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:

@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 from armstack_common.diagnostics import DiagnosticReport, Level
 from armstack_common.stats import RateMeter, RollingStats
 
 from .controller import IKController, Outcome, Submission
 
-# A solve longer than half the 20 ms control period starts eating the driver's share;
-# one longer than the period drops commands.
-SOLVE_P99_WARN_MS = 10.0
-SOLVE_P99_ERROR_MS = 20.0
+
+@dataclass(frozen=True)
+class SolveLimits:
+    """Diagnostics thresholds on the IK solve time p99: the ik node's live parameters
+    solve_warn_ms and solve_error_ms (defaults in node_config.IK_NODE_PARAMS)."""
+
+    solve_warn_ms: float
+    solve_error_ms: float
+
+    def __post_init__(self) -> None:
+        if not self.solve_warn_ms > 0.0:
+            raise ValueError(f"solve_warn_ms must be > 0, got {self.solve_warn_ms}")
+        if self.solve_error_ms < self.solve_warn_ms:
+            raise ValueError(
+                f"solve_error_ms must be >= solve_warn_ms, got {self.solve_error_ms} < {self.solve_warn_ms}"
+            )
 
 
 class IKStats:
-    """Everything the ik node reports: outcome counts, solve and command latency."""
+    """Everything the ik node reports: outcome counts, solve and command latency.
 
-    def __init__(self, window: int = 500) -> None:
+    `limits` may be replaced at any time (a live parameter update); the next report uses it.
+    """
+
+    def __init__(self, limits: SolveLimits, window: int = 500) -> None:
+        self.limits = limits
         self.outcomes: Counter[str] = Counter()
         self.issues: Counter[str] = Counter()
         self.solve_ms = RollingStats(window)
@@ -61,7 +78,8 @@ class IKStats:
         report.add("solve_ms_median", solve["median"])
         report.add("solve_ms_max", solve["max"])
         if len(self.solve_ms):
-            report.check_max("solve_ms_p99", solve["p99"], SOLVE_P99_WARN_MS, SOLVE_P99_ERROR_MS, " ms")
+            limits = self.limits
+            report.check_max("solve_ms_p99", solve["p99"], limits.solve_warn_ms, limits.solve_error_ms, " ms")
         latency = self.latency_ms.summary()
         report.add("latency_ms_median", latency["median"])
         report.add("latency_ms_p99", latency["p99"])

@@ -10,6 +10,7 @@ from armstack_common.kinematics import IKConfig
 from armstack_common.params import ParamSpec
 
 from .controller import ControllerConfig
+from .ik_stats import SolveLimits
 
 PUBLISH_MODES = ("per_command", "timer")
 
@@ -95,6 +96,22 @@ IK_NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "diagnostics_period", 1.0, "period of the diagnostics status", "s", (0.1, 60.0), read_only=True
     ),
+    # A solve longer than half the 20 ms control period starts eating the driver's share;
+    # one longer than the period drops commands.
+    ParamSpec(
+        "solve_warn_ms",
+        10.0,
+        "diagnostics warn when the IK solve time (p99) exceeds this",
+        "ms",
+        (0.01, 1000.0),
+    ),
+    ParamSpec(
+        "solve_error_ms",
+        20.0,
+        "diagnostics error when the IK solve time (p99) exceeds this; >= solve_warn_ms",
+        "ms",
+        (0.01, 1000.0),
+    ),
 )
 
 
@@ -102,6 +119,7 @@ IK_NODE_PARAMS: tuple[ParamSpec, ...] = (
 class IKNodeConfig:
     ik: IKConfig
     controller: ControllerConfig
+    solve_limits: SolveLimits
     urdf_path: str = ""
     publish_mode: str = "per_command"
     timer_rate: float = 50.0  # Hz
@@ -147,6 +165,7 @@ def ik_node_config(values: dict[str, Any]) -> IKNodeConfig:
     return IKNodeConfig(
         ik=ik,
         controller=controller,
+        solve_limits=SolveLimits(float(values["solve_warn_ms"]), float(values["solve_error_ms"])),
         urdf_path=values["urdf_path"],
         publish_mode=values["publish_mode"],
         timer_rate=float(values["timer_rate"]),

@@ -34,6 +34,7 @@ class Rig:
         self.commands: list[JointState] = []
         self.sent_stamps: set[tuple[int, int]] = set()
         self.diagnostics: dict[str, str] = {}
+        self.statuses: list[tuple[int, str]] = []  # (level, message) of each ik status received
         n = probe.node
         self.ee_pub = n.create_publisher(EndEffectorCommand, prefix + "ee_command", 10)
         self.state_pub = n.create_publisher(JointState, prefix + "joint_states", 10)
@@ -50,6 +51,7 @@ class Rig:
         for status in msg.status:
             if status.name == f"{self.name}: ik":
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.statuses.append((status.level[0], status.message))
 
     def _publish_state(self) -> None:
         msg = JointState()
@@ -220,6 +222,24 @@ def test_live_parameter_updates_are_validated(rig: Rig):
     set_parameter(
         rig, "velocity_scale", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5)
     )
+
+
+def test_solve_time_thresholds_change_live_and_are_checked(rig: Rig):
+    def double(value: float) -> ParameterValue:
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+
+    refused = set_parameter(rig, "solve_error_ms", double(5.0))  # below solve_warn_ms (10)
+    assert not refused.successful and "solve_error_ms" in refused.reason
+    rig.stream(rig.kin.fk(START[:6]).copy(), 0.2)  # solves for the reports to judge
+    assert set_parameter(rig, "solve_warn_ms", double(0.01)).successful
+    try:
+        # A report already on its way may predate the update: judge the second one after it.
+        seen = len(rig.statuses)
+        rig.probe.spin_until(lambda: len(rig.statuses) >= seen + 2, 3.0, "diagnostics", rig.node)
+        level, message = rig.statuses[-1]
+        assert level >= 1 and "solve_ms_p99" in message and "> 0.01 ms" in message, message
+    finally:
+        set_parameter(rig, "solve_warn_ms", double(10.0))
 
 
 def test_diagnostics_report_solve_time_and_latency(rig: Rig):

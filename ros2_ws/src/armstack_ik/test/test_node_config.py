@@ -65,6 +65,14 @@ def test_bad_values_name_the_field(changes, field):
         ik_node_config(DEFAULTS | changes)
 
 
+def test_yaml_shows_the_diagnostics_thresholds_at_their_defaults(ik_yaml):
+    params = ik_yaml["/**/ik"]["ros__parameters"]
+    specs = {s.name: s for s in IK_NODE_PARAMS}
+    for name in ("solve_warn_ms", "solve_error_ms"):
+        assert params[name] == specs[name].default, name  # the spec is the one source
+        assert not specs[name].read_only, name  # live: takes effect at the next report
+
+
 def test_ranges_are_declared_for_numeric_scalars():
     for spec in (*IK_NODE_PARAMS, *STATE_PUBLISHER_PARAMS):
         assert spec.description

@@ -7,7 +7,8 @@ pseudo-terminal that the real driver opens like /dev/ttyUSB0. The physics loop a
 camera each run in their own thread, so neither waits for ROS callbacks. For evaluation it
 also publishes the task's progress from its ground truth on `sim/task_status` (10 Hz): which
 objects rest in the bin, the scene's episode index and seed (a policy never reads it). All
-logic is in world.py, runtime.py and dynamixel_bus.py; this file only wires ROS.
+logic is in world.py, runtime.py and dynamixel_bus.py, parameters and diagnostics statuses in
+node_config.py; this file only wires ROS.
 """
 
 from __future__ import annotations
@@ -30,33 +31,16 @@ from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithP
 
 from armstack_common import paths
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
-from armstack_common.params import NodeParameters, ParamSpec
+from armstack_common.params import NodeParameters
 from armstack_common.servo_config import load_servo_config
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
 from armstack_common.transforms import matrix_to_quat_xyzw
 from armstack_interfaces.msg import TaskStatus
 from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
+from armstack_sim.node_config import PARAMS, SimReportLimits, camera_report, physics_report
 from armstack_sim.runtime import RuntimeConfig, SimRuntime
 from armstack_sim.world import CameraCalibration, SimConfig, SimWorld
-
-PARAMS = (
-    ParamSpec("seed", 0, "seed of the first episode's object placement; -1 draws one", range=(-1, 2**31 - 1)),
-    ParamSpec("camera_rate", 30.0, "colour/depth frame rate", "Hz", range=(1.0, 60.0)),
-    ParamSpec("real_time_factor", 1.0, "simulated seconds per wall second", range=(0.05, 20.0), read_only=True),
-    ParamSpec("servo_port_link", "/tmp/armstack_sim_servo_bus",
-              "stable symlink to the emulated bus's pty (empty: none)", read_only=True),
-    ParamSpec("wire_timing", True, "delay servo replies by the physical wire time at the bus baud rate",
-              read_only=True),
-    ParamSpec("publish_ground_truth", True,
-              "publish true object poses on sim/ground_truth and the true ee_link pose on sim/ee_pose"),
-    ParamSpec("render_warn_ms", 40.0, "render time above which diagnostics warn", "ms", range=(1.0, 1000.0)),
-    ParamSpec("camera_paused", False, "stop publishing camera frames (a stalled camera, for fault tests); "
-              "physics and ground truth run on"),
-    ParamSpec("objects", ["red", "green", "blue"], "colours of the cubes on the table, one cube each "
-              "(red, green, blue, yellow, orange, purple)", read_only=True),
-    ParamSpec("task_status_rate", 10.0, "rate of sim/task_status", "Hz", range=(1.0, 100.0), read_only=True),
-)
 
 
 def _stamp(t: float):
@@ -97,7 +81,9 @@ def pose_to_transform(pose: np.ndarray, parent: str, child: str, stamp) -> Trans
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        self.params = NodeParameters(self, PARAMS)
+        # The validator checks the diagnostics thresholds at start and on every live update;
+        # the next report reads the accepted ones from self.params.config.
+        self.params = NodeParameters(self, PARAMS, SimReportLimits.from_params)
         p = self.params.values
         self.world = SimWorld(SimConfig(cube_colors=tuple(p["objects"])))
         seed = p["seed"] if p["seed"] >= 0 else int(time.time())
@@ -252,19 +238,11 @@ class SimNode(Node):
         now = time.monotonic()
         rtf = self.runtime.real_time_ratio(now - t_prev, steps_prev)
         self._diag_window = (now, self.runtime.steps)
-        physics = DiagnosticReport("sim: physics", hardware_id="mujoco")
-        physics.check_min("real_time_ratio", rtf, warn=0.9 * self.runtime.config.real_time_factor,
-                          error=0.5 * self.runtime.config.real_time_factor)
-        physics.add("step_us_median", self.runtime.step_time_us.summary()["median"])
-        physics.add("step_us_p99", self.runtime.step_time_us.summary()["p99"])
-        camera = DiagnosticReport("sim: camera", hardware_id=self.calib.frame_id)
-        render = self.render_ms.summary()
-        camera.add("rate_hz", self.frames.rate_hz())
-        camera.check_max("render_ms_median", render["median"], warn=self.params.values["render_warn_ms"],
-                         error=4 * self.params.values["render_warn_ms"], units="ms")
-        camera.add("render_ms_p99", render["p99"])
-        if self.params.values["camera_paused"]:
-            camera.raise_to(Level.WARN, "paused: no frames published (camera_paused)")
+        limits: SimReportLimits = self.params.config
+        physics = physics_report(rtf, self.runtime.config.real_time_factor,
+                                 self.runtime.step_time_us.summary(), limits)
+        camera = camera_report(self.calib.frame_id, self.frames.rate_hz(), self.render_ms.summary(),
+                               self.params.values["camera_paused"], limits)
         bus = DiagnosticReport("sim: servo bus", hardware_id=self.bus.port_path)
         stats = self.bus.stats
         bus.add("packets", stats.packets)
