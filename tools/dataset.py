@@ -5,6 +5,9 @@
     python tools/dataset.py summary PATH
     python tools/dataset.py bench [--codec libsvtav1] [--cameras 1] [--width 640] [--height 480]
                                   [--frames 300] [--fps 30] [--realtime]
+    python tools/dataset.py to-mcap DATASET OUT [--episodes 0,1] [--image-every N | --no-images]
+    python tools/dataset.py from-mcap BAG OUT_DATASET [--fps 30] [--task TEXT] [--no-images]
+                                      [--param max_age_image=0.2 ...]
 
 validate exits 0 when the dataset is consistent (warnings allowed), 1 when it is not, and
 prints every problem found: schema, timestamps, video frame timing, index continuity, stats.
@@ -12,9 +15,16 @@ summary prints episodes, frames, fps, duration, tasks and features.
 bench records one synthetic episode (textured scene, moving block, sensor noise) into a
 temporary dataset and reports encoder throughput per camera, add_frame latency and save time;
 --realtime paces add_frame at fps, as the recorder does, instead of feeding as fast as possible.
+to-mcap writes episodes as a rosbag2 MCAP bag (`ros2 bag play OUT`, Foxglove): OUT is a bag
+directory (OUT/OUT_0.mcap + metadata.yaml) or, ending in .mcap, a single file. Topics:
+joint_states, joint_command or ee_command, objects, camera/<name>/image_raw, teleop/episode (see
+armstack_recorder/mcap_bag.py). Playing it into a live graph moves the arm: use --topics.
+from-mcap records such a bag (or one recorded from armstack's graph) into a new dataset with the
+recorder's own sampling rules; episodes follow teleop/episode, else the bag is one episode.
 """
 
 import argparse
+import decimal
 import logging
 import os
 import platform
@@ -35,6 +45,14 @@ from armstack_recorder.lerobot_dataset import (
     LeRobotDatasetReader,
     LeRobotDatasetWriter,
     WriterConfig,
+)
+from armstack_recorder.mcap_bag import (
+    BagError,
+    ExportConfig,
+    ImportConfig,
+    dataset_to_mcap,
+    mcap_to_dataset,
+    parse_param,
 )
 from armstack_recorder.metadata import DatasetFormatError
 from armstack_recorder.validate import validate_dataset
@@ -151,6 +169,108 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _unix_ns(text: str) -> int:
+    """Unix seconds (decimal text) -> integer ns, without float rounding."""
+    try:
+        return int(decimal.Decimal(text) * 10**9)
+    except (decimal.InvalidOperation, ValueError):
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}")
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _param(text: str) -> tuple[str, object]:
+    try:
+        return parse_param(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def cmd_to_mcap(args: argparse.Namespace) -> int:
+    try:
+        config = ExportConfig(episodes=args.episodes, image_every=0 if args.no_images
+                              else args.image_every, start_ns=args.start_time,
+                              gap_s=args.gap, namespace=args.namespace,
+                              compression=args.compression)
+        result = dataset_to_mcap(args.dataset, args.out, config)
+    except (BagError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"bag       {result.bag}" + (f" ({result.mcap_path.name} + metadata.yaml)"
+                                       if result.bag != result.mcap_path else ""))
+    print(f"episodes  {len(result.episodes)} ({', '.join(map(str, result.episodes))}), "
+          f"{result.frames} frames")
+    for topic, count in result.messages.items():
+        print(f"  {topic}: {count} messages")
+    print(f"size      {result.bytes / 2**20:.2f} MiB ({args.compression}), "
+          f"written in {result.seconds:.2f} s")
+    return 0
+
+
+def cmd_from_mcap(args: argparse.Namespace) -> int:
+    try:
+        config = ImportConfig(fps=args.fps, task=args.task, joints=args.joints,
+                              action_source=args.action, object_classes=args.classes,
+                              images=not args.no_images, namespace=args.namespace,
+                              params=dict(args.param))
+        result = mcap_to_dataset(args.bag, args.out, config)
+    except (BagError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for report in result.reports:
+        print(report.summary())
+    if result.rejected:
+        print("rejected  " + ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())))
+    saved = result.saved
+    print(f"dataset   {result.dataset}: {len(saved)} of {len(result.reports)} episode(s) saved, "
+          f"{sum(r.frames for r in saved)} frames, from {result.messages} messages in "
+          f"{result.seconds:.2f} s")
+    return 0 if saved else 1
+
+
+def _add_mcap_commands(sub: argparse._SubParsersAction) -> None:
+    p_to = sub.add_parser("to-mcap", help="write a dataset as a rosbag2 MCAP bag")
+    p_to.add_argument("dataset", type=Path)
+    p_to.add_argument("out", type=Path, help="bag directory to create, or a file ending in .mcap")
+    p_to.add_argument("--episodes", type=_int_list, default=None, help="e.g. 0,1 (default: all)")
+    images = p_to.add_mutually_exclusive_group()
+    images.add_argument("--image-every", type=int, default=1, metavar="N",
+                        help="send the images of every Nth frame only (smaller bag)")
+    images.add_argument("--no-images", action="store_true", help="no camera topics")
+    p_to.add_argument("--start-time", type=_unix_ns, default=_unix_ns("1735689600"),
+                      metavar="SECONDS",
+                      help="stamp of the first frame, Unix time (default 2025-01-01T00:00Z)")
+    p_to.add_argument("--gap", type=float, default=1.0, help="seconds between episodes")
+    p_to.add_argument("--namespace", default="", help="prefix of every topic")
+    p_to.add_argument("--compression", choices=["zstd", "lz4", "none"], default="zstd")
+    p_to.set_defaults(func=cmd_to_mcap)
+    p_from = sub.add_parser("from-mcap", help="record a rosbag2 MCAP bag into a new dataset")
+    p_from.add_argument("bag", type=Path, help="bag directory or .mcap file")
+    p_from.add_argument("out", type=Path, help="dataset directory to create")
+    p_from.add_argument("--fps", type=int, default=None,
+                        help="dataset clock (default: the bag's dataset fps, else 30)")
+    p_from.add_argument("--task", default=None, help="task of a bag without teleop/episode")
+    p_from.add_argument("--joints", type=_name_list, default=None,
+                        help="joint names of observation.state (default: as in the bag)")
+    p_from.add_argument("--action", choices=["joint_command", "ee_command"], default=None)
+    p_from.add_argument("--classes", type=_name_list, default=None,
+                        help="object classes of environment_state (default: as in the bag)")
+    p_from.add_argument("--no-images", action="store_true", help="leave the cameras out")
+    p_from.add_argument("--namespace", default=None, help="topic prefix (default: as written)")
+    p_from.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                        help="a recorder parameter, e.g. max_age_image=0.2 or video_codec=libx264")
+    p_from.set_defaults(func=cmd_from_mcap)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--threads", type=int, default=None, help="encoder threads per camera")
     p_bench.add_argument("--realtime", action="store_true", help="pace add_frame at fps")
     p_bench.set_defaults(func=cmd_bench)
+    _add_mcap_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return args.func(args)
