@@ -38,7 +38,7 @@ from pathlib import Path
 import rclpy
 from armstack_common import paths
 from armstack_eval.episode import EpisodeLog
-from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError
+from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, sim_start_pose
 from armstack_eval.evaluate import LaunchedGraph
 from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, graph_launch_text
 from armstack_eval.metrics import CAMERA, COMMAND, JOINT_COMMAND, OBJECTS
@@ -108,7 +108,8 @@ def runner_config(args: argparse.Namespace) -> RunnerConfig:
     # An upper bound: the run ends on time, between episodes (SoakView.alive).
     bound = int(args.minutes * 60.0 / 2.0) + 1
     return RunnerConfig(controller=args.controller, episodes=bound, timeout=args.episode_timeout,
-                        command_topic=topic, controller_input=OBJECTS if needs_objects else CAMERA)
+                        command_topic=topic, controller_input=OBJECTS if needs_objects else CAMERA,
+                        **(sim_start_pose() if args.controller == "policy" else {}))
 
 
 class SoakView:

@@ -1,9 +1,12 @@
 """The episode sequence of an evaluation. Plain module: the ROS side is behind `GraphView`.
 
 Per episode, with the policy as controller: policy/stop, sim/reset (a new random scene, seed +1),
-wait for the simulator's task status of the new scene, let the arm settle (longer than the IK
-node's resync time, so it restarts from the measured joints), policy/reset, policy/start; then
-wait until the simulator reports every object in the bin, or the timeout; policy/stop.
+wait for the simulator's task status of the new scene, command the start pose on joint_command
+while the arm settles (the reset puts the simulated arm at home, but the driver still holds the
+goal of the last episode's end and would pull it back there: every episode must start from the
+same pose, as a real-robot evaluation resets the arm), longer than the IK node's resync time so
+it restarts from the measured joints; policy/reset, policy/start; then wait until the simulator
+reports every object in the bin, or the timeout; policy/stop.
 
 With the scripted expert (teleop source "expert") the expert resets the scene and starts each
 take itself, so the runner follows `teleop/episode`: an episode runs from the start of a take
@@ -25,6 +28,7 @@ from armstack_eval.metrics import COMMAND, OBJECTS
 logger = logging.getLogger(__name__)
 
 POLL = 0.05  # s between looks at the graph's state while waiting
+START_POSE_PERIOD = 0.02  # s between start-pose commands (the driver's command watchdog is 0.5 s)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,16 @@ class GraphView(Protocol):
     def task_status(self) -> TaskSnapshot | None: ...
     def teleop_status(self) -> TeleopSnapshot | None: ...
     def driver_faulted(self) -> bool: ...
+    def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None: ...
     def episode_started(self, index: int, seed: int | None) -> None: ...
     def episode_ended(self) -> None: ...
+
+
+def sim_start_pose() -> dict[str, tuple]:
+    """RunnerConfig fields for starting every episode at the simulator's home pose."""
+    from armstack_sim.world import ACTUATED_JOINTS, SimConfig  # MuJoCo: only when asked
+
+    return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": tuple(SimConfig().home_q)}
 
 
 class RunnerError(RuntimeError):
@@ -72,6 +84,9 @@ class RunnerConfig:
     episodes: int = 10
     timeout: float = 60.0  # s per episode, from the controller's start
     settle: float = 1.5  # s after sim/reset before the policy starts
+    # Joint positions commanded while settling (the simulator's home pose); empty: none.
+    start_joints: tuple[str, ...] = ()
+    start_positions: tuple[float, ...] = ()
     service_timeout: float = 10.0  # s per service call (discovery included)
     start_timeout: float = 30.0  # s for a scene reset to show, or for the expert's next take
     # The policy controller publishes on ee_command; a joint-space policy on joint_command.
@@ -90,6 +105,9 @@ class RunnerConfig:
                 raise ValueError(f"RunnerConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.settle < 0.0:
             raise ValueError(f"RunnerConfig.settle must be >= 0, got {self.settle}")
+        if len(self.start_joints) != len(self.start_positions):
+            raise ValueError(f"RunnerConfig.start_positions must give one value per start_joints "
+                             f"name, got {len(self.start_positions)} for {len(self.start_joints)}")
 
 
 class EpisodeSequence:
@@ -174,7 +192,11 @@ class EpisodeSequence:
         self._require("sim/reset")
         self._wait_for(lambda: self.graph.task_status().scene > before, self.cfg.start_timeout,
                        "the new scene on sim/task_status")
-        self.graph.sleep(self.cfg.settle)
+        settled = self.graph.now() + self.cfg.settle
+        while self.graph.now() < settled:
+            if self.cfg.start_joints:
+                self.graph.command_joints(self.cfg.start_joints, self.cfg.start_positions)
+            self.graph.sleep(START_POSE_PERIOD)
         self._require("policy/reset")
         self._require("policy/start")
         return self.graph.now(), self.graph.task_status().scene

@@ -32,7 +32,7 @@ from armstack_policy.chunk_buffer import MODES
 from armstack_policy.onnx_policy import PolicyCard, find_card
 
 from armstack_eval.episode import EpisodeLog
-from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError
+from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, sim_start_pose
 from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, graph_launch_text
 from armstack_eval.metrics import CAMERA, COMMAND, JOINT_COMMAND, OBJECTS
 from armstack_eval.report import summary_lines, write_report
@@ -210,7 +210,8 @@ def run(args: argparse.Namespace, say=print) -> int:
     graph_cfg = _graph_config(args, link)
     runner_cfg = RunnerConfig(controller=args.controller, episodes=args.episodes, timeout=args.timeout,
                               command_topic=args.command_topic,
-                              controller_input=OBJECTS if args.needs_objects else CAMERA)
+                              controller_input=OBJECTS if args.needs_objects else CAMERA,
+                              **(sim_start_pose() if args.controller == "policy" else {}))
     graph = None
     if not args.attach:
         launch_file = out / "graph.launch.yaml"

@@ -77,6 +77,7 @@ class EpisodeRunnerNode(Node):
                              reliability=ReliabilityPolicy.RELIABLE)
         sub(EpisodeStatus, "teleop/episode", self._on_teleop, latched)
         self._triggers = {name: self.create_client(Trigger, name) for name in SERVICES}
+        self._start_pose_pub = self.create_publisher(JointState, "joint_command", _DEPTH)
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self)
         self._spinner = threading.Thread(target=self._spin, name="episode-runner-spin", daemon=True)
@@ -191,6 +192,11 @@ class EpisodeRunnerNode(Node):
 
     def driver_faulted(self) -> bool:
         return self._driver_mode == "fault"
+
+    def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None:
+        msg = JointState(name=list(names), position=[float(p) for p in positions])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._start_pose_pub.publish(msg)
 
     def episode_started(self, index: int, seed: int | None) -> None:
         if self.video is None or index >= self.video_episodes:

@@ -22,6 +22,7 @@ class FakeGraph:
         self.take, self.take_start, self.next_take = 0, 0.0, self.t + take_delay
         self.faulted = False
         self.filmed: list[int] = []
+        self.start_pose: list[tuple[float, str, tuple]] = []  # (time, last call, positions)
 
     def now(self) -> float:
         return self.t
@@ -70,6 +71,9 @@ class FakeGraph:
     def driver_faulted(self) -> bool:
         return self.faulted
 
+    def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None:
+        self.start_pose.append((self.t, self.calls[-1], dict(zip(names, positions, strict=True))))
+
     def episode_started(self, index: int, seed: int | None) -> None:
         self.filmed.append(index)
 
@@ -97,6 +101,18 @@ def test_policy_episodes_reset_start_and_stop_in_order():
     assert [r.seed for r in results] == [101, 102, 103]
     assert results[0].in_bin == {"red_cube": True}
     assert "episode 1/3: success in 3.0 s; in the bin: 1/1" in lines
+
+
+def test_the_start_pose_is_commanded_between_the_reset_and_the_policy_start():
+    graph = FakeGraph([3.0, 4.0])
+    _run(graph, controller="policy", episodes=2, timeout=20.0, settle=1.0,
+         start_joints=("waist", "left_finger"), start_positions=(0.0, 0.035))
+    assert {call for _, call, _ in graph.start_pose} == {"sim/reset"}  # after it, before reset
+    assert graph.start_pose[0][2] == {"waist": 0.0, "left_finger": 0.035}
+    first = [t for t, _, _ in graph.start_pose if t < 1001.5]  # the first episode's settle
+    assert len(first) == pytest.approx(1.0 / 0.02, abs=2)  # every 20 ms through the settle
+    with pytest.raises(ValueError, match="start_positions"):
+        RunnerConfig(start_joints=("waist",), start_positions=())
 
 
 def test_expert_episodes_follow_the_takes_and_end_the_session():
