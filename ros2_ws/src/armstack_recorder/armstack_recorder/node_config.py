@@ -24,6 +24,7 @@ from armstack_recorder.session import (
 from armstack_recorder.video import CODECS, VideoConfig
 
 ACTION_SOURCES = ("joint_command", "ee_command")
+ACTION_CLOCKS = ("receive", "stamp")
 RELIABILITIES = ("best_effort", "reliable")
 
 RECORDER_PARAMS: tuple[ParamSpec, ...] = (
@@ -43,6 +44,13 @@ RECORDER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("action_source", "joint_command", "topic recorded as the action: joint_command "
               "(7 position targets) or ee_command (x y z qx qy qz qw gripper)",
               choices=ACTION_SOURCES, read_only=True),
+    ParamSpec("action_clock", "receive", "time of a command on the dataset clock: receive (when "
+              "the recorder got it, i.e. when it was sent) or stamp (its header stamp). "
+              "armstack's commands carry the stamp of the observation they answer (for the "
+              "camera-to-bus latency), 31 ms median and up to 0.1 s before they are sent "
+              "(measured here): sampled by stamp, each frame's action is a later command, "
+              "and a policy learns to run ahead of its own state", choices=ACTION_CLOCKS,
+              read_only=True),
     ParamSpec("base_frame", "base_link", "frame ee_command and objects must be expressed in",
               read_only=True),
     ParamSpec("objects_topic", "objects", "localized objects (Detection3DArray); empty: no "
@@ -117,8 +125,12 @@ class RecorderConfig:
     save_timeout_s: float
     diagnostics_period_s: float
     niceness: int = 0
+    action_clock: str = "receive"  # one of ACTION_CLOCKS
 
     def __post_init__(self) -> None:
+        if self.action_clock not in ACTION_CLOCKS:
+            raise ValueError(f"RecorderConfig.action_clock must be one of {ACTION_CLOCKS}, "
+                             f"got {self.action_clock!r}")
         if self.action_source not in ACTION_SOURCES:
             raise ValueError(f"RecorderConfig.action_source must be one of {ACTION_SOURCES}, "
                              f"got {self.action_source!r}")
@@ -183,7 +195,8 @@ def recorder_config(values: dict[str, Any]) -> RecorderConfig:
                             on_timing_error=values["on_timing_error"])
     return RecorderConfig(
         writer=writer, sampler=sampler, session=session, joint_names=joints,
-        action_source=values["action_source"], base_frame=values["base_frame"],
+        action_source=values["action_source"], action_clock=values["action_clock"],
+        base_frame=values["base_frame"],
         objects_topic=objects_topic, object_slots=slots, camera_topics=camera_topics,
         image_reliability=values["image_reliability"], follow_teleop=values["follow_teleop"],
         episode_topic=values["episode_topic"],

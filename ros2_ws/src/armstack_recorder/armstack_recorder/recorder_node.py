@@ -135,11 +135,13 @@ class RecorderNode(Node):
         names = cfg.joint_names
         self._input(JointState, "joint_states", STATE_STREAM,
                     lambda m: obs.joint_vector(m.name, m.position, names))
+        by_receipt = cfg.action_clock == "receive"
         if cfg.action_source == "joint_command":
             self._input(JointState, "joint_command", ACTION_STREAM,
-                        lambda m: obs.joint_vector(m.name, m.position, names))
+                        lambda m: obs.joint_vector(m.name, m.position, names), by_receipt=by_receipt)
         else:
-            self._input(EndEffectorCommand, "ee_command", ACTION_STREAM, self._ee_vector)
+            self._input(EndEffectorCommand, "ee_command", ACTION_STREAM, self._ee_vector,
+                        by_receipt=by_receipt)
         if cfg.object_slots is not None:
             slots = cfg.object_slots
             self._input(Detection3DArray, cfg.objects_topic, OBJECTS_STREAM,
@@ -170,9 +172,12 @@ class RecorderNode(Node):
                              m.header.frame_id, self._cfg.base_frame)
 
     def _input(self, msg_type: type, topic: str, stream: str, convert: Callable[[Any], Any],
-               qos: QoSProfile | int = _INPUT_DEPTH) -> None:
+               qos: QoSProfile | int = _INPUT_DEPTH, by_receipt: bool = False) -> None:
+        """Subscribe `stream`; by_receipt: its messages count at their arrival time, not at
+        their header stamp (action_clock receive)."""
         def callback(msg: Any) -> None:
-            stamp = _stamp_ns(msg.header.stamp)
+            received = self._now()
+            stamp = received if by_receipt else _stamp_ns(msg.header.stamp)
             try:
                 if stamp == 0:
                     raise obs.ObservationError("no header stamp")

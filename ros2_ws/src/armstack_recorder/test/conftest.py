@@ -142,8 +142,10 @@ TEST_NAMESPACE = f"/recorder_test_{os.getpid()}"
 
 def recorder_args(root: Path, **params: Any) -> list[str]:
     """ROS arguments for a recorder writing `root` with the test's small camera."""
+    # action_clock stamp: the probe stamps every message with its send time, so the checks can
+    # be exact (test_action_clock.py covers the receive clock)
     base = {"dataset_root": str(root), "video_codec": "libx264", "image_size": [HEIGHT, WIDTH],
-            "task": "stack the cubes", "diagnostics_period": 0.5}
+            "task": "stack the cubes", "diagnostics_period": 0.5, "action_clock": "stamp"}
     args = ["-r", f"__ns:={TEST_NAMESPACE}"]
     for key, value in {**base, **params}.items():
         # values are parsed as YAML: an empty string must be spelled ''
@@ -178,6 +180,9 @@ class RecorderProbe(Probe):
         n = self.node
         self.sent = Published()
         self.paused: set[str] = set()
+        # Commands stamped this long before they are sent (armstack's carry the stamp of the
+        # observation they answer); sent.action keeps the send times.
+        self.action_stamp_lag_ns = 0
         self.reports: list[str] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
         self._syn = Synthetic()
@@ -224,7 +229,8 @@ class RecorderProbe(Probe):
         from sensor_msgs.msg import JointState
         record = getattr(self.sent, stream)
         msg = JointState(name=[*JOINTS, "right_finger"] if stream == "state" else JOINTS)
-        msg.header.stamp = self._stamp(stamp)
+        lag = self.action_stamp_lag_ns if stream == "action" else 0
+        msg.header.stamp = self._stamp(stamp - lag)
         seq = float(len(record))
         msg.position = [seq if stream == "state" else -seq, 0.1, 0.2, 0.3, 0.4, 0.5, 0.01] + \
             ([0.01] if stream == "state" else [])
