@@ -67,11 +67,16 @@ class GraphView(Protocol):
     def episode_ended(self) -> None: ...
 
 
-def sim_start_pose() -> dict[str, tuple]:
-    """RunnerConfig fields for starting every episode at the simulator's home pose."""
+def sim_start_pose(positions: tuple[float, ...] | None = None) -> dict[str, tuple]:
+    """RunnerConfig fields for starting every episode at `positions` of the simulator's joints
+    (default: its home pose)."""
     from armstack_sim.world import ACTUATED_JOINTS, SimConfig  # MuJoCo: only when asked
 
-    return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": tuple(SimConfig().home_q)}
+    positions = tuple(SimConfig().home_q if positions is None else positions)
+    if len(positions) != len(ACTUATED_JOINTS):
+        raise ValueError(f"a start pose needs {len(ACTUATED_JOINTS)} values "
+                         f"({', '.join(ACTUATED_JOINTS)}), got {len(positions)}")
+    return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": positions}
 
 
 class RunnerError(RuntimeError):

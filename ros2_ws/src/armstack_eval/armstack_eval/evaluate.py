@@ -58,6 +58,9 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--episodes", type=int, default=episodes, help="number of episodes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
+    parser.add_argument("--start-pose", type=_floats, default=None, metavar="Q1,...,Q7",
+                        help="joint positions every policy episode starts from, in the simulator's "
+                             "joint order (default: its home pose)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the first scene (+1 per episode)")
     parser.add_argument("--objects", default="red,green,blue", help="comma-separated cube colours")
     parser.add_argument("--detector-model", default="detector/detector.onnx",
@@ -211,7 +214,7 @@ def run(args: argparse.Namespace, say=print) -> int:
     runner_cfg = RunnerConfig(controller=args.controller, episodes=args.episodes, timeout=args.timeout,
                               command_topic=args.command_topic,
                               controller_input=OBJECTS if args.needs_objects else CAMERA,
-                              **(sim_start_pose() if args.controller == "policy" else {}))
+                              **(sim_start_pose(args.start_pose) if args.controller == "policy" else {}))
     graph = None
     if not args.attach:
         launch_file = out / "graph.launch.yaml"
@@ -259,6 +262,13 @@ def main(argv: list[str] | None = None, prog: str = "evaluate_policy", episodes:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("out") / f"{prog.replace(' ', '-')}-{stamp}"
     return run(args)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def demo_main(argv: list[str]) -> int:
