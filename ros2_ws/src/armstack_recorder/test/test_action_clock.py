@@ -11,6 +11,9 @@ import pytest
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
 
 FPS = 30
+# Node timing tests: on a loaded 2-core machine a starved recorder or probe can drop a few
+# samples; one rerun, so a real fault still fails twice.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 LAG_NS = 100_000_000  # 0.1 s: three frames at 30 Hz, five commands at 50 Hz
 
 

@@ -14,6 +14,9 @@ from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
 from armstack_recorder.validate import validate_dataset
 
 FPS = 30
+# Node timing tests: on a loaded 2-core machine a starved recorder or probe can drop a few
+# samples; one rerun, so a real fault still fails twice.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 EPS = 2e-6  # s: float64 seconds at ~1.8e9 s, and float32 timestamps in the reports
 
 
