@@ -147,8 +147,7 @@ def recorder_args(root: Path, **params: Any) -> list[str]:
     # and the recorder share a loaded CI machine, where a reliable reader's retransmissions
     # starved both (the 50-episode recording used the reliable default on a quiet machine).
     base = {"dataset_root": str(root), "video_codec": "libx264", "image_size": [HEIGHT, WIDTH],
-            "task": "stack the cubes", "diagnostics_period": 0.5, "action_clock": "stamp",
-            "image_reliability": "best_effort"}
+            "task": "stack the cubes", "diagnostics_period": 0.5, "action_clock": "stamp"}
     args = ["-r", f"__ns:={TEST_NAMESPACE}"]
     for key, value in {**base, **params}.items():
         # values are parsed as YAML: an empty string must be spelled ''
