@@ -7,9 +7,13 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from std_srvs.srv import Trigger
 
 LEVEL_ERROR = b"\x02"
+# Timing-based graph tests: the first one failed once in a loaded CI run (passes alone);
+# one rerun, so a real fault still fails twice.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 # No goal is written while a sync read fails or after a fault, so the joints end at the last goal
 # (a few ms of the ramp ahead) braking from 0.25 rad/s (0.003 rad); 0.05 leaves room for a
 # loaded machine. Without the stop they would follow the commands 0.25 rad further.
