@@ -30,6 +30,7 @@ def record(probe, node, seconds: float) -> str:
 def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, probe,
                                                                tmp_path, synthetic):
     root = tmp_path / "ds"
+    before = len(probe.reports)  # the module's probe keeps the reports of a rerun's first try
     node = launch_recorder(root, fps=FPS)
     probe.wait_ready(node)
     assert record(probe, node, 0.6).startswith("episode 0 saved")
@@ -42,8 +43,8 @@ def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, 
     reader = LeRobotDatasetReader(root)
     assert reader.num_episodes == 2
     lengths = [reader.episode(i).length for i in range(2)]
-    probe.spin_until(lambda: len(probe.reports) >= 2, 5.0, "the reports", node)
-    assert lengths == [json.loads(r)["frames"] for r in probe.reports[:2]]
+    probe.spin_until(lambda: len(probe.reports) >= before + 2, 5.0, "the reports", node)
+    assert lengths == [json.loads(r)["frames"] for r in probe.reports[before:before + 2]]
     assert all(n >= 15 for n in lengths), lengths  # 0.6 s at 30 Hz, or more
     last = reader.frame(reader.num_frames - 1)  # decodes, and is one of the probe's images
     frame, episode_bits, camera_bits = synthetic.read(last["observation.images.color"])
