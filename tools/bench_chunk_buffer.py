@@ -19,23 +19,16 @@ from pathlib import Path
 import numpy as np
 
 try:
+    from armstack_common.machine import cpu_model
     from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig, StepStatus
-except ImportError:  # run from a source checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros2_ws/src/armstack_policy"))
+except ImportError:  # run from a source checkout without the packages installed
+    for _pkg in ("armstack_common", "armstack_policy"):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros2_ws/src" / _pkg))
+    from armstack_common.machine import cpu_model
     from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig, StepStatus
 
 WARMUP_STEPS = 500
 BUDGET_US = 100.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def replay(config: ChunkBufferConfig, steps: int, period: tuple[int, int],

@@ -28,25 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 try:
     import armstack_detector  # noqa: F401  (installed by colcon, or on PYTHONPATH)
 except ImportError:
-    sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "armstack_detector"))
+    for _pkg in ("armstack_common", "armstack_detector"):
+        sys.path.insert(0, str(REPO / "ros2_ws" / "src" / _pkg))
 
 import onnxruntime as ort  # noqa: E402
 
+from armstack_common.machine import cpu_model  # noqa: E402
 from armstack_detector.onnx_runner import TRAIN_TOOL, DetectorConfig, OnnxDetector  # noqa: E402
 
 # The committed detector is exported at two static input sizes, one file each.
 DEFAULT_MODELS = [REPO / "models" / "detector" / "detector.onnx", REPO / "models" / "detector" / "detector_640.onnx"]
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_synthetic_model(path: Path, num_classes: int = 80) -> float:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from armstack_common.machine import cpu_model
 from armstack_common.servo_config import ServoBusConfig, load_default_servo_config
 
 
@@ -67,15 +68,7 @@ def serve(wire_timing: bool) -> None:
 
 
 def machine() -> dict[str, object]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 

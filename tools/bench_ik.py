@@ -24,17 +24,8 @@ _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / "armstack_common"))
 
 from armstack_common.kinematics import ArmKinematics, IKConfig  # noqa: E402
+from armstack_common.machine import cpu_model  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(poses: int, seed: int, kin: ArmKinematics) -> dict[str, float]:

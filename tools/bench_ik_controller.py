@@ -28,22 +28,13 @@ _REPO = Path(__file__).resolve().parents[1]
 for _pkg in ("armstack_common", "armstack_ik"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
+from armstack_common.machine import cpu_model  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
 from armstack_ik.controller import EECommand, IKController, Outcome  # noqa: E402
 from armstack_ik.node_config import IK_NODE_PARAMS, ik_node_config  # noqa: E402
 
 PERIOD = 0.02  # s, the 50 Hz control period
 START = np.array([0.0, -0.3, 0.4, 0.0, 0.5, 0.0, 0.01])  # arm (6) + left_finger
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def quaternion(rotation: np.ndarray) -> np.ndarray:

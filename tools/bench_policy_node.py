@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from armstack_common.machine import cpu_model
 from armstack_common.stats import RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
 from armstack_policy.proof_models import JOINT_NAMES, ProofSpec, write_proof_model
@@ -38,16 +39,6 @@ from sensor_msgs.msg import JointState
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
 DIAGNOSTICS_PERIOD = 1.0  # s
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def node_command() -> list[str]:

@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 
 _REPO = Path(__file__).resolve().parents[1]
-for _pkg in ("armstack_common", "armstack_sim", "armstack_policy"):
+for _pkg in ("armstack_common", "armstack_sim", "armstack_policy", "armstack_eval", "armstack_camera",
+             "armstack_detector", "armstack_localization"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
-from armstack_common.kinematics import ArmKinematics  # noqa: E402
-from armstack_common.paths import urdf_path  # noqa: E402
-from armstack_common.transforms import pose_matrix  # noqa: E402
+from armstack_eval.inprocess import JointTargets  # noqa: E402
 from armstack_policy.actions import ActionLayout  # noqa: E402
 from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig  # noqa: E402
 from armstack_policy.observation import IMAGE_PREFIX, STATE_KEY, image_feature  # noqa: E402
@@ -88,7 +87,7 @@ def observation(world: SimWorld, runner: VLARunner) -> dict[str, np.ndarray]:
     return features
 
 
-def run_episode(world: SimWorld, kinematics: ArmKinematics, runner: VLARunner,
+def run_episode(world: SimWorld, joint_targets: JointTargets, runner: VLARunner,
                 seed: int, template: str, cfg: EvalConfig) -> EpisodeResult:
     card = runner.card
     spec = episode_spec(world, seed, (template,))
@@ -96,7 +95,6 @@ def run_episode(world: SimWorld, kinematics: ArmKinematics, runner: VLARunner,
     world.reset(seed)
     runner.set_instruction(instruction)
     runner.reset()
-    layout = ActionLayout(card.action_kind, card.action_names)
     buffer = ChunkBuffer(ChunkBufferConfig(
         mode="receding_horizon", chunk_size=card.chunk_size, action_dim=card.action_dim,
         dt=card.dt, max_chunks=2, n_action_steps=card.n_action_steps))
@@ -112,7 +110,7 @@ def run_episode(world: SimWorld, kinematics: ArmKinematics, runner: VLARunner,
             times.append(time.perf_counter() - t0)
             buffer.add_chunk(chunk, now)
         action = buffer.action_at(now).action  # (D,)
-        command, ok = _joint_command(layout, kinematics, action, world, command)
+        command, ok = joint_targets(action, command, world.joint_positions())
         ik_failures += not ok
         world.set_joint_targets(command)
         world.step(substeps)
@@ -122,18 +120,6 @@ def run_episode(world: SimWorld, kinematics: ArmKinematics, runner: VLARunner,
     success = in_bin[target] and not any(v for n, v in in_bin.items() if n != target)
     return EpisodeResult(seed, instruction, target, success, in_bin, world.time, len(times),
                          1e3 * float(np.mean(times)), ik_failures)
-
-
-def _joint_command(layout: ActionLayout, kinematics: ArmKinematics, action: np.ndarray,
-                   world: SimWorld, previous: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Joint targets (7,) for one action, and whether IK converged (else the arm holds)."""
-    if layout.kind == "joint":
-        return np.asarray(action, dtype=float), True
-    pose = layout.ee_pose(action)
-    solution = kinematics.ik(pose_matrix(pose.position, pose.quaternion),
-                             world.joint_positions()[:-1])
-    arm = solution.q if solution.success else previous[:-1]
-    return np.append(arm, pose.gripper), solution.success
 
 
 def summarize(results: list[EpisodeResult], card_path: Path) -> dict:
@@ -184,11 +170,12 @@ def main() -> int:
     runner = load_vla_policy(args.model, RunnerConfig(intra_op_threads=args.threads),
                              VLADecodeConfig(temperature=args.temperature))
     world = SimWorld(SimConfig())
-    kinematics = ArmKinematics(urdf_path())
+    joint_targets = JointTargets(ActionLayout(runner.card.action_kind, runner.card.action_names),
+                                 world.joint_names)
     results = []
     for i in range(cfg.episodes):
         template = cfg.templates[i % len(cfg.templates)]
-        r = run_episode(world, kinematics, runner, cfg.seed + i, template, cfg)
+        r = run_episode(world, joint_targets, runner, cfg.seed + i, template, cfg)
         results.append(r)
         print(f"episode {i:3d} seed {r.seed}: {'success' if r.success else 'FAIL   '} "
               f"{r.instruction!r}, in bin {[n for n, v in r.in_bin.items() if v]}, "

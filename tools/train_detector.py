@@ -34,6 +34,7 @@ for _pkg in ("armstack_common", "armstack_sim", "armstack_detector"):
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+from armstack_common.machine import cpu_model  # noqa: E402
 from armstack_detector.onnx_runner import DetectorConfig, OnnxDetector  # noqa: E402
 from armstack_detector.preprocess import letterbox, to_blob  # noqa: E402
 from detector_lib.card import CardInfo, DataSummary, render_card  # noqa: E402
@@ -102,18 +103,6 @@ def _evaluate_all(paths: dict[int, Path], sets: dict[str, Dataset], threads: int
     return results, latency
 
 
-def _cpu() -> str:
-    """e.g. "2 cores, AMD EPYC 7B13"."""
-    name = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores, {name}"
-
-
 def main() -> int:
     args = _args()
     logging.basicConfig(level=logging.WARNING)
@@ -171,7 +160,7 @@ def main() -> int:
         train_seconds=result.seconds, generate_seconds=generate_seconds,
         total_seconds=total_seconds, cpu_seconds=time.process_time(),
         final_loss=result.history[-1],
-        evaluations=evaluations, latency_ms=latency, machine=_cpu(),
+        evaluations=evaluations, latency_ms=latency, machine=f"{os.cpu_count()} cores, {cpu_model()}",
         versions=f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
                  f"python {platform.python_version()}")
     (args.out / "MODEL_CARD.md").write_text(render_card(card))

@@ -132,6 +132,34 @@ def ground_truth_objects(world: SimWorld) -> list[DetectedObject]:
     return [DetectedObject(p.name, 1.0, tuple(p.position)) for p in world.object_poses()]
 
 
+class JointTargets:
+    """A policy action -> the simulator's joint targets, as the graph turns it into servo goals:
+    joint actions by joint name, end-effector ones through the IK solver (what the IK node
+    wraps) seeded with the measured joints; a failed solve holds the arm where it was sent."""
+
+    def __init__(self, layout: ActionLayout, joint_names: tuple[str, ...]) -> None:
+        self.layout = layout
+        if layout.kind == "joint":
+            missing = [n for n in layout.names if n not in joint_names]
+            if missing:
+                raise ValueError(f"actions {missing} are not joints of the simulator "
+                                 f"({list(joint_names)})")
+            self._index = [joint_names.index(n) for n in layout.names]
+        self.kinematics = ArmKinematics(urdf_path()) if layout.kind == "ee" else None
+
+    def __call__(self, action: np.ndarray, previous: np.ndarray,
+                 measured: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Targets for all joints (arm + finger) from `action`, and whether IK converged."""
+        if self.layout.kind == "joint":
+            targets = previous.copy()
+            targets[self._index] = action
+            return targets, True
+        pose = self.layout.ee_pose(action)
+        solution = self.kinematics.ik(pose_matrix(pose.position, pose.quaternion), measured[:-1])
+        arm = solution.q if solution.success else previous[:-1]
+        return np.append(arm, pose.gripper), solution.success
+
+
 class InProcessEvaluator:
     """Runs episodes of one policy in one world (see the module doc)."""
 
@@ -149,16 +177,10 @@ class InProcessEvaluator:
             raise ValueError(f"the card's state names {missing} are not joints of the simulator "
                              f"({list(self.world.joint_names)})")
         self._state_index = [self.world.joint_names.index(n) for n in card.state_names]
-        self.layout = ActionLayout(card.action_kind, card.action_names)
-        if self.layout.kind == "joint":
-            self._action_index = [self.world.joint_names.index(n) for n in card.action_names]
-        self.kinematics = ArmKinematics(urdf_path()) if self.layout.kind == "ee" else None
+        self.joint_targets = JointTargets(ActionLayout(card.action_kind, card.action_names),
+                                          self.world.joint_names)
         # Ages are measured on simulated time, which waits for inference: the node's limits.
-        self.observation_config = ObservationConfig(
-            state_names=card.state_names, object_classes=card.object_classes,
-            object_fields=card.object_fields, cameras=tuple(c for c, _, _ in card.cameras),
-            image_size=(card.cameras[0][1], card.cameras[0][2]) if card.cameras else None,
-            n_obs_steps=card.n_obs_steps, spacing=card.dt)
+        self.observation_config = ObservationConfig.for_card(card)
         n = config.n_action_steps or card.n_action_steps
         self.buffer_config = ChunkBufferConfig(
             mode=config.mode, chunk_size=card.chunk_size, action_dim=card.action_dim, dt=card.dt,
@@ -206,7 +228,8 @@ class InProcessEvaluator:
             if out.status in (StepStatus.DRY, StepStatus.EMPTY):
                 dry += 1
             if out.action is not None:
-                command, ok = self._joint_targets(out.action.copy(), command)
+                command, ok = self.joint_targets(out.action, command,
+                                                 world.joint_positions())
                 ik_failures += not ok
                 world.set_joint_targets(command)
             world.step(substeps)
@@ -222,18 +245,6 @@ class InProcessEvaluator:
             time_to_success=t_success, inferences=len(times),
             inference_ms_mean=1e3 * float(np.mean(times)) if times else float("nan"),
             dry_steps=dry, ik_failures=ik_failures, wall_s=time.perf_counter() - started)
-
-    def _joint_targets(self, action: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Joint targets for one action, and whether IK converged (else the arm holds)."""
-        if self.layout.kind == "joint":
-            targets = previous.copy()
-            targets[self._action_index] = action
-            return targets, True
-        pose = self.layout.ee_pose(action)
-        solution = self.kinematics.ik(pose_matrix(pose.position, pose.quaternion),
-                                      self.world.joint_positions()[:-1])
-        arm = solution.q if solution.success else previous[:-1]
-        return np.append(arm, pose.gripper), solution.success
 
 
 def summarize(outcomes: list[EpisodeOutcome], config: InProcessEvalConfig) -> dict:

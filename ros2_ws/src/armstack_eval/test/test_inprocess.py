@@ -62,3 +62,35 @@ def test_receding_horizon_infers_once_per_n_action_steps(tmp_path, world):
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=f"InProcessEvalConfig.{field} "):
         InProcessEvalConfig(**overrides)
+
+
+def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_ik(world):
+    from armstack_common.kinematics import ArmKinematics
+    from armstack_common.paths import urdf_path
+    from armstack_common.transforms import matrix_to_quat_xyzw
+    from armstack_eval.inprocess import JointTargets
+    from armstack_policy.actions import EE_NAMES, ActionLayout
+
+    names = world.joint_names
+    previous = np.arange(len(names), dtype=float) * 0.1
+    by_name = JointTargets(ActionLayout("joint", [names[2], names[0]]), names)
+    targets, ok = by_name(np.array([0.7, -0.3]), previous, previous)
+    expected = previous.copy()
+    expected[2], expected[0] = 0.7, -0.3
+    assert ok and np.array_equal(targets, expected)
+    with pytest.raises(ValueError, match="not joints"):
+        JointTargets(ActionLayout("joint", ["elbow", "tail"]), names)
+
+    kin = ArmKinematics(urdf_path())
+    q = np.array([0.2, -0.4, 0.5, 0.1, 0.6, -0.2])
+    m = kin.fk(q)
+    action = np.array([*m[:3, 3], *matrix_to_quat_xyzw(m[:3, :3]), 0.02])
+    through_ik = JointTargets(ActionLayout("ee", EE_NAMES), names)
+    measured = np.append(q + 0.05, 0.01)  # near the solution: IK starts from the measured joints
+    targets, ok = through_ik(action, previous, measured)
+    assert ok and targets[-1] == pytest.approx(0.02)
+    np.testing.assert_allclose(kin.fk(targets[:-1])[:3, 3], m[:3, 3], atol=1e-3)
+    unreachable = action.copy()
+    unreachable[:3] = [3.0, 0.0, 0.0]  # metres beyond the arm's reach: the arm holds
+    targets, ok = through_ik(unreachable, previous, measured)
+    assert not ok and np.array_equal(targets[:-1], previous[:-1])

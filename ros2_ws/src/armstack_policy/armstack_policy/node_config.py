@@ -155,15 +155,9 @@ class PolicyNodeConfig:
 
     def observation_config(self, card: PolicyCard) -> ObservationConfig:
         """Observation layout from the card, staleness limits from the parameters."""
-        sizes = {(h, w) for _, h, w in card.cameras}
-        if len(sizes) > 1:
-            raise ValueError(f"cameras of different image sizes {sorted(sizes)} are not supported")
-        return ObservationConfig(
-            state_names=card.state_names, object_classes=card.object_classes,
-            object_fields=card.object_fields, cameras=tuple(c for c, _, _ in card.cameras),
-            image_size=next(iter(sizes), None), n_obs_steps=card.n_obs_steps, spacing=card.dt,
-            max_observation_age=self.max_observation_age, max_source_skew=self.max_source_skew,
-            history_size=self.history_size)
+        return ObservationConfig.for_card(
+            card, max_observation_age=self.max_observation_age,
+            max_source_skew=self.max_source_skew, history_size=self.history_size)
 
     def image_topics(self, card: PolicyCard) -> dict[str, str]:
         """Camera name -> image topic."""

@@ -35,8 +35,12 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from armstack_policy.onnx_policy import PolicyCard
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,18 @@ class ObservationConfig:
     # Messages kept per source: enough to reach (n_obs_steps - 1) * spacing back at the
     # fastest source's rate (joint_states at up to a few hundred Hz).
     history_size: int = 64
+
+    @classmethod
+    def for_card(cls, card: PolicyCard, **limits: float | int) -> ObservationConfig:
+        """The layout a model card describes; the staleness limits and history size are the
+        defaults unless given in `limits`."""
+        sizes = {(h, w) for _, h, w in card.cameras}
+        if len(sizes) > 1:
+            raise ValueError(f"cameras of different image sizes {sorted(sizes)} are not supported")
+        return cls(state_names=card.state_names, object_classes=card.object_classes,
+                   object_fields=card.object_fields, cameras=tuple(c for c, _, _ in card.cameras),
+                   image_size=next(iter(sizes), None), n_obs_steps=card.n_obs_steps,
+                   spacing=card.dt, **limits)
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:

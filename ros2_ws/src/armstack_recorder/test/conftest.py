@@ -17,7 +17,7 @@ dataset frame tells exactly which messages it was sampled from.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,8 @@ class Published:
     action: list[int] = field(default_factory=list)
     camera: list[int] = field(default_factory=list)
     objects: list[int] = field(default_factory=list)  # camera sequence numbers sent as objects
+    # when each command actually went out: later than its ideal time when the probe is starved
+    action_sent: list[int] = field(default_factory=list)
 
 
 class RecorderProbe(Probe):
@@ -237,6 +239,8 @@ class RecorderProbe(Probe):
         msg.position = [seq if stream == "state" else -seq, 0.1, 0.2, 0.3, 0.4, 0.5, 0.01] + \
             ([0.01] if stream == "state" else [])
         record.append(stamp)
+        if stream == "action":  # read before publishing: nobody can receive it earlier
+            self.sent.action_sent.append(self.now_ns())
         self._pubs[stream].publish(msg)
 
     def _publish_camera(self, stamp: int) -> None:
@@ -291,6 +295,18 @@ class RecorderProbe(Probe):
         finally:
             self.node.destroy_client(client)
 
+    def trigger(self, service: str, node: NodeProcess) -> str:
+        """Call `service`, assert it succeeded (else show the answer and the recorder's log
+        tail); its message."""
+        answer = self.call(service, node)
+        if not answer.success:
+            # more than one recorder here would answer the same services
+            nodes = [n for n in self.node.get_node_names_and_namespaces()
+                     if n[1] == TEST_NAMESPACE]
+            raise AssertionError(f"{service}: {answer.message}; nodes in {TEST_NAMESPACE}: "
+                                 f"{nodes}\n{node.log()[-4000:]}")
+        return answer.message
+
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
@@ -324,24 +340,45 @@ def ros_domain(request: pytest.FixtureRequest) -> Iterator[int]:
         yield domain
 
 
-@pytest.fixture(scope="module")
-def launch_recorder(ros_domain: int, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[Callable[..., NodeProcess]]:
-    """launch_recorder(root, **params) -> NodeProcess; still running ones are stopped (SIGINT)
-    at the module's end."""
-    started: list[NodeProcess] = []
-    logs = tmp_path_factory.mktemp("log")
+class RecorderLauncher:
+    """launch(root, **params) -> NodeProcess: a recorder in the probe's namespace; stop_all()
+    stops (SIGINT) the ones still running."""
 
-    def launch(root: Path, **params: Any) -> NodeProcess:
-        node = NodeProcess.ros_node("armstack_recorder", "recorder_node", recorder_args(root, **params),
-                                    logs / f"recorder-{len(started)}.log", name="recorder",
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs
+        self.started: list[NodeProcess] = []
+
+    def __call__(self, root: Path, **params: Any) -> NodeProcess:
+        log = self._logs / f"recorder-{len(self.started)}.log"
+        node = NodeProcess.ros_node("armstack_recorder", "recorder_node",
+                                    recorder_args(root, **params), log, name="recorder",
                                     log_mode="a", stop_timeout=20.0)
-        started.append(node)
+        self.started.append(node)
         return node
 
-    yield launch
-    for node in started:
-        node.stop()
+    def stop_all(self) -> None:
+        for node in self.started:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def launch_module_recorder(ros_domain: int, tmp_path_factory: pytest.TempPathFactory
+                           ) -> Iterator[RecorderLauncher]:
+    """For a recorder shared by a module's tests; stopped at the module's end."""
+    launcher = RecorderLauncher(tmp_path_factory.mktemp("log"))
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture
+def launch_recorder(ros_domain: int, tmp_path: Path) -> Iterator[RecorderLauncher]:
+    """For a test's own recorders; stopped when the test ends, passed or failed, so a rerun
+    never meets a recorder of its first try (both would answer the same services)."""
+    logs = tmp_path / "log"
+    logs.mkdir()
+    launcher = RecorderLauncher(logs)
+    yield launcher
+    launcher.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ right after teleop says "saved" still saves that take before the node exits."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 
 import pytest
@@ -20,22 +21,20 @@ FPS = 30
 
 
 def record(probe, node, seconds: float) -> str:
-    assert probe.call("recorder/start", node).success
+    probe.trigger("recorder/start", node)
     probe.spin_for(seconds)
-    saved = probe.call("recorder/save", node)
-    assert saved.success, saved.message
-    return saved.message
+    return probe.trigger("recorder/save", node)
 
 
 def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, probe,
                                                                tmp_path, synthetic):
     root = tmp_path / "ds"
     before = len(probe.reports)  # the module's probe keeps the reports of a rerun's first try
-    node = launch_recorder(root, fps=FPS)
+    node = launch_recorder(root, fps=FPS, max_timing_error=0.5)
     probe.wait_ready(node)
     assert record(probe, node, 0.6).startswith("episode 0 saved")
     assert record(probe, node, 0.6).startswith("episode 1 saved")
-    assert probe.call("recorder/start", node).success
+    probe.trigger("recorder/start", node)
     probe.spin_for(0.7)  # frames of episode 2 are being encoded into the scratch dir
     assert (root / layout.TMP_DIR).is_dir()
     assert node.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -55,7 +54,7 @@ def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, 
     assert [w for w in report.warnings if layout.TMP_DIR not in w] == []
 
     # the same path again: resumed, the unsaved take's leftovers cleared, appended to
-    node = launch_recorder(root, fps=FPS, sample_delay=2.0)
+    node = launch_recorder(root, fps=FPS, sample_delay=2.0, max_timing_error=0.5)
     probe.wait_ready(node)
     assert "(2 episodes so far)" in node.log()
     assert record(probe, node, 0.6).startswith("episode 2 saved")
@@ -75,7 +74,13 @@ def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, 
     reader = LeRobotDatasetReader(root)
     assert reader.num_episodes == 4 and reader.tasks == ["stack the cubes", "teleop task"]
     take = reader.episode(3)
-    # sampled to take_end although the shutdown came before the sample delay had passed
-    assert take.length == pytest.approx((end - start) / 1e9 * FPS, abs=1)
+    # sampled to take_end although the shutdown came before the sample delay had passed: every
+    # sample up to take_end was decided, kept or (messages still in flight at the interrupt,
+    # on a loaded machine) dropped and counted
+    saved = re.search(r"episode 3 saved: (\d+) frames .*?, (\d+) dropped(?:.*?(\d+) skipped at "
+                      r"the start)?", node.log())
+    frames, dropped, skipped = (int(g or 0) for g in saved.groups())
+    assert frames == take.length > 0
+    assert frames + dropped + skipped == pytest.approx((end - start) / 1e9 * FPS, abs=1)
     report = validate_dataset(root)
     assert report.ok and not report.warnings, report.format()

@@ -21,12 +21,12 @@ EPS = 2e-6  # s: float64 seconds at ~1.8e9 s, and float32 timestamps in the repo
 
 
 @pytest.fixture(scope="module")
-def rig(launch_recorder, probe, tmp_path_factory: pytest.TempPathFactory):
+def rig(launch_module_recorder, probe, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("recorder") / "ds"
     # A long sample delay: this machine may be busy, and a message that arrives after its
     # sample was decided makes that sample use an older one (counted as late). Reliable
     # images: a best-effort frame lost in transport would leave no trace the test could check.
-    node = launch_recorder(root, fps=FPS, max_timing_error=0.5, sample_delay=1.0,
+    node = launch_module_recorder(root, fps=FPS, max_timing_error=0.5, sample_delay=1.0,
                            image_reliability="reliable")
     probe.wait_ready(node)
     yield probe, node, root

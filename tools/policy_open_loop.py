@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Open-loop check of an exported policy on recorded episodes: how far its chunks are from the
+recorded actions, and how far ahead or behind of them in time.
+
+At every --stride-th frame of the chosen episodes the model predicts a chunk from the recorded
+observations (history padded with the episode's first frame), and the first --horizon actions
+are compared with the recorded ones. The time shift is the number of frames s (in
+[-max-shift, max-shift]) that best aligns the chunk with the recorded actions a[t+s..]: a
+well-trained model on well-timed data gives 0; a model that learnt commands of a moment later
+than their observation (a dataset sampling actions by their header stamp) gives s > 0 and runs
+ahead of itself in closed loop.
+
+    python tools/policy_open_loop.py --policy-model models/policy/act_pick/policy.onnx \\
+        --dataset DATA --episodes 0,25,49
+
+Prints per-joint median and p90 (over chunks) of the maximum absolute error over the
+horizon, and the median best shift. Models with camera inputs are not supported here (the
+errors would need the videos decoded at every step; evaluate them in closed loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_REPO = Path(__file__).resolve().parents[1]
+for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
+    sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
+
+from armstack_learning.features import (  # noqa: E402
+    ACTION_KEY,
+    ENV_STATE_KEY,
+    STATE_KEY,
+    feature_names,
+)
+from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
+from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
+
+
+def history(values: np.ndarray, t: int, n_obs: int) -> np.ndarray:
+    """values[t - n_obs + 1 .. t], the frames before the episode's start repeating frame 0."""
+    idx = np.clip(np.arange(t - n_obs + 1, t + 1), 0, None)
+    return values[idx]
+
+
+def best_shift(chunk: np.ndarray, actions: np.ndarray, t: int, horizon: int,
+               max_shift: int) -> int:
+    """The shift s minimizing the mean abs error between chunk[:horizon] and actions[t+s:]."""
+    errors = {}
+    for s in range(-max_shift, max_shift + 1):
+        lo = t + s
+        if lo < 0 or lo + horizon > len(actions):
+            continue
+        errors[s] = float(np.abs(chunk[:horizon] - actions[lo:lo + horizon]).mean())
+    return min(errors, key=errors.get)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy-model", type=Path, required=True, help="exported policy.onnx")
+    parser.add_argument("--dataset", type=Path, required=True, help="LeRobot v3.0 dataset")
+    parser.add_argument("--episodes", default="0", help="comma-separated episode indices")
+    parser.add_argument("--stride", type=int, default=25, help="frames between checked chunks")
+    parser.add_argument("--horizon", type=int, default=25, help="chunk steps compared")
+    parser.add_argument("--max-shift", type=int, default=10, help="frames, either way")
+    args = parser.parse_args(argv)
+    if args.stride < 1 or args.horizon < 1 or args.max_shift < 0:
+        parser.error("--stride and --horizon must be >= 1, --max-shift >= 0")
+
+    policy = load_policy(args.policy_model, RunnerConfig(intra_op_threads=1))
+    card = policy.card
+    if card.cameras:
+        parser.error(f"{args.policy_model} takes camera images; this tool checks models whose "
+                     "inputs are the state and the objects only")
+    if args.horizon > card.chunk_size:
+        parser.error(f"--horizon {args.horizon} exceeds the model's chunk size {card.chunk_size}")
+    reader = LeRobotDatasetReader(args.dataset)
+    features = reader.features
+    for key, names in ((STATE_KEY, card.state_names), (ACTION_KEY, card.action_names)):
+        if tuple(feature_names(features, key)) != tuple(names):
+            parser.error(f"dataset {key} names {feature_names(features, key)} differ from the "
+                         f"model's {list(names)}")
+    env_names = [f"{c}_{f}" for c in card.object_classes for f in card.object_fields]
+    if env_names and feature_names(features, ENV_STATE_KEY) != env_names:
+        parser.error(f"dataset {ENV_STATE_KEY} names differ from the model's {env_names}")
+
+    episodes = [int(e) for e in args.episodes.split(",")]
+    errors, shifts = [], []
+    for ep in episodes:
+        data = reader.episode_data(ep)
+        state = np.stack(data[STATE_KEY]).astype(np.float32)
+        actions = np.stack(data[ACTION_KEY]).astype(np.float32)
+        env = np.stack(data[ENV_STATE_KEY]).astype(np.float32) if env_names else None
+        policy.reset()
+        for t in range(0, len(state) - args.horizon, args.stride):
+            obs = {STATE_KEY: history(state, t, card.n_obs_steps)}
+            if env is not None:
+                obs[ENV_STATE_KEY] = history(env, t, card.n_obs_steps)
+            chunk = policy.predict_chunk(obs)
+            errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
+            shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))
+    if not errors:
+        parser.error("the episodes are shorter than the horizon: nothing compared")
+    errors_arr = np.array(errors)
+    print(f"{args.policy_model} on {args.dataset}, episodes {episodes}: {len(errors)} chunks, "
+          f"first {args.horizon} steps ({args.horizon / card.fps:.2f} s) of each")
+    print(f"{'action':>14} {'median max|err|':>16} {'p90':>8}")
+    for i, name in enumerate(card.action_names):
+        print(f"{name:>14} {np.median(errors_arr[:, i]):16.4f} "
+              f"{np.percentile(errors_arr[:, i], 90):8.4f}")
+    print(f"best time shift: median {np.median(shifts):+.1f} frames "
+          f"(p10 {np.percentile(shifts, 10):+.1f}, p90 {np.percentile(shifts, 90):+.1f}); "
+          "> 0: the model answers with later actions than recorded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
