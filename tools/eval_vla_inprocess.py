@@ -135,19 +135,6 @@ def summarize(results: list[EpisodeResult], card_path: Path) -> dict:
             "note": "in-process MuJoCo, synchronous inference, receding horizon, one ORT thread"}
 
 
-def update_card(card_path: Path, summary: dict) -> None:
-    """Write the evaluation into the card beside the model and re-render MODEL_CARD.md (the
-    copy embedded in the ONNX metadata keeps the card as exported)."""
-    sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / "armstack_learning"))
-    from armstack_learning.export import CARD_MD
-    from armstack_learning.vla_export import vla_card_markdown
-
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    card["evaluation"] = summary
-    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    card_path.with_name(CARD_MD).write_text(vla_card_markdown(card), encoding="utf-8")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -187,7 +174,9 @@ def main() -> int:
         args.json.write_text(json.dumps({"summary": summary,
                                          "episodes": [asdict(r) for r in results]}, indent=2))
     if args.update_card:
-        update_card(args.model.with_name(CARD_FILE), summary)
+        sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / "armstack_learning"))
+        from armstack_learning.export import record_evaluation  # torch: only when asked
+        record_evaluation(args.model.with_name(CARD_FILE), summary)
     world.close()
     return 0
 

@@ -323,6 +323,19 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def record_evaluation(card_path: Path, evaluation: dict) -> None:
+    """Store `evaluation` in the model_card.json at `card_path` and re-render MODEL_CARD.md
+    beside it. The copy of the card in the ONNX metadata keeps the card as exported."""
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["evaluation"] = evaluation
+    if card["policy"]["kind"] == "vla":
+        from armstack_learning.vla_export import vla_card_markdown as markdown  # imports this
+    else:
+        markdown = card_markdown
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_path.with_name(CARD_MD).write_text(markdown(card), encoding="utf-8")
+
+
 def fmt_values(values: list) -> str:
     """Numbers of a (possibly nested, e.g. (3, 1, 1) image) list, flat and short."""
     return "[" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + "]"

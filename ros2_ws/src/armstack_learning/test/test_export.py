@@ -152,3 +152,48 @@ def test_camera_policies_export_with_parity(tmp_path, kind, tiny_act_config, tin
     assert names[-2:] == ["observation.images.top", "observation.images.wrist"]
     assert sess.get_inputs()[-1].shape == ["batch", policy.n_obs_steps, 3, 32, 48]
     assert max(check_parity(policy, path).values()) <= 1e-4
+
+
+def test_record_evaluation_from_graph_reports(act_export, tmp_path):
+    """tools/record_evaluation.py: report summaries become the card's evaluation, in both the
+    JSON card and MODEL_CARD.md; the card in the ONNX metadata stays as exported."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result, _ = act_export
+    model_dir = tmp_path / "model"
+    shutil.copytree(result.card_path.parent, model_dir)
+    reports = []
+    for mode, wins in (("receding_horizon", 3), ("temporal_ensemble", 1)):
+        report = tmp_path / mode
+        report.mkdir()
+        summary = {"episodes": 4, "successes": wins, "success_rate": wins / 4,
+                   "end_reasons": {"success": wins, "timeout": 4 - wins},
+                   "time_to_completion_s": {"median": 21.5},
+                   "jerk_rms_rad_s3": {"median": 900.0},
+                   "diagnostics": {"policy_control_jitter_ms_median": 0.5,
+                                   "policy_control_jitter_ms_p99": 6.0,
+                                   "policy_control_jitter_ms_max": 9.0}}
+        meta = {"chunk_mode": mode, "first_seed": 1000, "timeout_s": 40.0, "date": "2026-11-26"}
+        (report / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}))
+        reports.append(str(report))
+    tool = Path(__file__).resolve().parents[4] / "tools" / "record_evaluation.py"
+    onnx_path = model_dir / result.onnx_path.name
+    done = subprocess.run([sys.executable, str(tool), "--model", str(onnx_path), *reports],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((model_dir / "model_card.json").read_text())["evaluation"]["graph"]
+    assert [(r["chunk_mode"], r["successes"], r["episodes"]) for r in rows] == \
+        [("receding_horizon", 3, 4), ("temporal_ensemble", 1, 4)]
+    assert rows[0]["policy_control_jitter_ms"] == {"median": 0.5, "p99": 6.0, "max": 9.0}
+    md = (model_dir / "MODEL_CARD.md").read_text()
+    assert "Not evaluated yet" not in md and "temporal_ensemble" in md
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert json.loads(meta[METADATA_CARD_KEY])["evaluation"] is None
+
+    missing = subprocess.run([sys.executable, str(tool), "--model", str(onnx_path),
+                              str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "summary.json not found" in missing.stderr
