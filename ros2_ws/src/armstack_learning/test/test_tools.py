@@ -66,3 +66,39 @@ def test_torchrun_two_processes_gloo(tmp_path, dataset_root):
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     log = (run / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log] == [2, 4]  # rank 0 alone logs
+
+
+def test_dataset_ee_actions_is_the_forward_kinematics_of_the_joint_actions(tmp_path,
+                                                                           dataset_root):
+    """tools/dataset_ee_actions.py: the copy's actions are FK(joint action) + gripper, qw >= 0;
+    observations, timestamps and tasks are the source's; it validates and an ee layout takes it."""
+    import numpy as np
+    from armstack_common.kinematics import ArmKinematics
+    from armstack_common.paths import urdf_path
+    from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
+    from armstack_recorder.validate import validate_dataset
+
+    out = tmp_path / "ee"
+    done = subprocess.run([sys.executable, str(TOOLS / "dataset_ee_actions.py"),
+                           str(dataset_root), str(out)], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    src, ee = LeRobotDatasetReader(dataset_root), LeRobotDatasetReader(out)
+    assert ee.num_episodes == src.num_episodes and ee.tasks == src.tasks
+    kin = ArmKinematics(urdf_path())
+    names = list(src.features["action"]["names"])
+    for ep in range(src.num_episodes):
+        a, b = src.episode_data(ep), ee.episode_data(ep)
+        for key in ("observation.state", "observation.environment_state", "timestamp"):
+            np.testing.assert_array_equal(np.stack(b[key]), np.stack(a[key]))
+        joints, poses = np.stack(a["action"]), np.stack(b["action"])
+        for k in (0, len(joints) // 2, len(joints) - 1):
+            m = kin.fk(joints[k][[names.index(n) for n in kin.joint_names]].astype(float))
+            np.testing.assert_allclose(poses[k, :3], m[:3, 3], atol=1e-6)
+            assert poses[k, 6] >= 0.0 and abs(np.linalg.norm(poses[k, 3:7]) - 1) < 1e-5
+            assert poses[k, 7] == joints[k][names.index("left_finger")]
+    assert validate_dataset(out).ok
+    again = subprocess.run([sys.executable, str(TOOLS / "dataset_ee_actions.py"),
+                            str(dataset_root), str(out)], env=_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "exists" in again.stderr
