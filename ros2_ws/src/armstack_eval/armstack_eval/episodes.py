@@ -69,14 +69,20 @@ class GraphView(Protocol):
 
 def sim_start_pose(positions: tuple[float, ...] | None = None) -> dict[str, tuple]:
     """RunnerConfig fields for starting every episode at `positions` of the simulator's joints
-    (default: its home pose)."""
-    from armstack_sim.world import ACTUATED_JOINTS, SimConfig  # MuJoCo: only when asked
+    (default: the scripted expert's rest pose, where the demonstrations it records start, so a
+    policy trained on them starts where it learnt to)."""
+    from armstack_common.kinematics import ArmKinematics  # pinocchio, MuJoCo: only when asked
+    from armstack_common.paths import urdf_path
+    from armstack_sim.expert import ExpertConfig, rest_joint_positions
+    from armstack_sim.world import ACTUATED_JOINTS, SimConfig
 
-    positions = tuple(SimConfig().home_q if positions is None else positions)
+    if positions is None:
+        positions = tuple(float(v) for v in rest_joint_positions(
+            ExpertConfig(), ArmKinematics(urdf_path()), SimConfig().home_q))
     if len(positions) != len(ACTUATED_JOINTS):
         raise ValueError(f"a start pose needs {len(ACTUATED_JOINTS)} values "
                          f"({', '.join(ACTUATED_JOINTS)}), got {len(positions)}")
-    return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": positions}
+    return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": tuple(positions)}
 
 
 class RunnerError(RuntimeError):

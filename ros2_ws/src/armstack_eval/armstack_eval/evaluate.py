@@ -60,7 +60,8 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
     parser.add_argument("--start-pose", type=_floats, default=None, metavar="Q1,...,Q7",
                         help="joint positions every policy episode starts from, in the simulator's "
-                             "joint order (default: its home pose)")
+                             "joint order (default: the scripted expert's rest pose, where its "
+                             "recorded demonstrations start)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the first scene (+1 per episode)")
     parser.add_argument("--objects", default="red,green,blue", help="comma-separated cube colours")
     parser.add_argument("--detector-model", default="detector/detector.onnx",

@@ -154,3 +154,26 @@ def test_a_missing_service_stops_the_run_with_its_name():
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         RunnerConfig(**overrides)
+
+
+def test_policy_episodes_start_at_the_experts_rest_pose_by_default():
+    """Where the recorded expert demonstrations start: the top-down pose at the expert's
+    home_position, gripper open; an explicit pose must name every joint."""
+    import numpy as np
+    from armstack_common.kinematics import ArmKinematics
+    from armstack_common.paths import urdf_path
+    from armstack_eval.episodes import sim_start_pose
+    from armstack_sim.expert import ExpertConfig
+    from armstack_sim.world import ACTUATED_JOINTS
+
+    fields = sim_start_pose()
+    assert fields["start_joints"] == tuple(ACTUATED_JOINTS)
+    q = np.array(fields["start_positions"])
+    expert = ExpertConfig()
+    pose = ArmKinematics(urdf_path()).fk(q[:-1])
+    np.testing.assert_allclose(pose[:3, 3], expert.home_position, atol=1e-3)
+    np.testing.assert_allclose(pose[:3, 0], [0.0, 0.0, -1.0], atol=1e-3)  # pointing down
+    assert q[-1] == expert.gripper_open
+    assert sim_start_pose((0.1,) * 7)["start_positions"] == (0.1,) * 7
+    with pytest.raises(ValueError, match="needs 7 values"):
+        sim_start_pose((0.0, 1.0))

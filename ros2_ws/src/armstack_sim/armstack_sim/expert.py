@@ -150,6 +150,19 @@ def _natural_yaw(position: np.ndarray) -> float:
     return math.atan2(position[1], position[0]) + math.pi / 2.0
 
 
+def rest_joint_positions(config: ExpertConfig, kinematics: ArmKinematics,
+                         seed: Sequence[float]) -> np.ndarray:
+    """Joint positions (arm, then the open gripper) of the expert's rest: the top-down pose at
+    `home_position` it ends every take in, so where every demonstration it records after the
+    first one starts. `seed`: arm joints IK starts from (e.g. the simulator's home)."""
+    home = np.array(config.home_position)
+    solution = kinematics.ik(top_down_pose(home, _natural_yaw(home)),
+                             np.asarray(seed, dtype=float)[:len(kinematics.joint_names)])
+    if not solution.success:
+        raise ValueError(f"ExpertConfig.home_position {config.home_position} is out of reach")
+    return np.append(solution.q, config.gripper_open)
+
+
 def grasp_yaw(obj: ObjectPose) -> float:
     """Finger axis for a top-down grasp: normal to a pair of cube faces, chosen nearest
     to the wrist's natural direction at that azimuth so wrist_rotate stays small."""
