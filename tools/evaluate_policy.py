@@ -9,7 +9,7 @@ and the perception's objects, never the simulator's ground truth.
 
     source .venv/armstack_env.sh
     python tools/evaluate_policy.py --policy-model policy/act_pick/policy.onnx --episodes 20 \
-        --mode async_latency_compensated --out out/eval-act
+        --mode receding_horizon --out out/eval-act
     python tools/evaluate_policy.py --controller expert --episodes 5   # the scripted expert
 
 All options: --help (armstack_eval.evaluate).

@@ -54,7 +54,7 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                              "(the policy when its model exists, else the expert)")
     parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
                         help="ONNX policy (model_card.json beside it), under models/ or absolute")
-    parser.add_argument("--mode", choices=MODES, default="async_latency_compensated",
+    parser.add_argument("--mode", choices=MODES, default="receding_horizon",
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--episodes", type=int, default=episodes, help="number of episodes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")

@@ -34,7 +34,7 @@ class GraphConfig:
     servo_port_link: str  # the simulator's pty link, the driver's port
     controller: str = "policy"  # one of CONTROLLERS
     policy_model: str = "policy/act_pick/policy.onnx"  # relative to models/, or absolute
-    chunk_mode: str = "async_latency_compensated"  # armstack_policy.chunk_buffer.MODES
+    chunk_mode: str = "receding_horizon"  # armstack_policy.chunk_buffer.MODES
     perception: bool = True  # detector + localization (a policy that takes objects needs them)
     detector_model: str = "detector/detector.onnx"  # relative to models/, or absolute
     seed: int = 0  # of the first scene; the simulator adds one per reset

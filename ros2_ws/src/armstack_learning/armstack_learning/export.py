@@ -316,6 +316,7 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Provenance", "",
               (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
                f"episodes, {data['frames']} frames at {data['fps']} Hz"),
+              *([f"- dataset recipe: {data['recipe']}"] if data.get("recipe") else []),
               (f"- {card['training']['steps']} training steps, "
                f"{card['training']['weights']} weights"),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}",

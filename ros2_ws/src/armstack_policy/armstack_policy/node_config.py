@@ -35,7 +35,7 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
               range=(0, 2**31 - 1), read_only=True),
     ParamSpec("start_running", False, "publish commands from the start; false: wait for the "
               "policy/start service", read_only=True),
-    ParamSpec("chunk_mode", "async_latency_compensated", "how chunks become one action per "
+    ParamSpec("chunk_mode", "receding_horizon", "how chunks become one action per "
               "control step (armstack_policy.chunk_buffer)", choices=MODES, read_only=True),
     ParamSpec("ensemble_coeff", 0.01, "temporal_ensemble: m in the weights exp(-m * rank)",
               range=(0.0, 10.0), read_only=True),
@@ -84,7 +84,7 @@ class PolicyNodeConfig:
     model_path: str
     runner: RunnerConfig
     start_running: bool = False
-    chunk_mode: str = "async_latency_compensated"
+    chunk_mode: str = "receding_horizon"
     ensemble_coeff: float = 0.01
     ensemble_favour: str = "oldest"
     n_action_steps: int = 0  # 0: the card's
