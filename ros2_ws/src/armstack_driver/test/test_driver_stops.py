@@ -4,7 +4,12 @@ and by e-stop, and resumes after driver/enable."""
 import time
 
 import numpy as np
+import pytest
 from std_srvs.srv import Trigger
+
+# Real driver, bus and diagnostics on a loaded 2-core machine: a fresh-clone CI run once waited
+# over 10 s for the e-stop in diagnostics; one rerun, so a real fault still fails twice.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 
 
 def _ramp(observer, t0: float, waist_speed: float = 0.25, elbow_speed: float = -0.2):
