@@ -133,7 +133,6 @@ JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_ro
           "left_finger"]
 RATES = {"state": 50, "action": 50, "camera": 30}  # Hz; objects follow the camera
 OBJECTS_LATENCY_FRAMES = 1  # objects of a frame go out with the next frame (~33 ms later)
-MAX_BACKLOG_NS = 500_000_000  # the probe sends at most this much of a missed schedule late
 
 
 # Topics under a namespace of this test run: a test of another package that lands on the same
@@ -220,11 +219,6 @@ class RecorderProbe(Probe):
         """Send every message whose capture time has come, stamped with that time."""
         now = self.now_ns()
         for stream, rate in RATES.items():
-            if now - self._next[stream] > MAX_BACKLOG_NS:
-                # Not spun for a while (between tests, a teardown waiting for a recorder to
-                # stop): a sensor that was off sends nothing for that time, not a burst of
-                # old messages that would flood the next test's recorder.
-                self._next[stream] = now
             while self._next[stream] <= now:
                 stamp = self._next[stream]
                 self._next[stream] = stamp + 1_000_000_000 // rate
