@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 _REPO = Path(__file__).resolve().parents[1]
-for _pkg in ("armstack_common", "armstack_recorder", "armstack_policy"):
+for _pkg in ("armstack_common", "armstack_recorder", "armstack_policy", "armstack_learning"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
+from armstack_learning.features import canonicalize_quaternions  # noqa: E402
 from armstack_policy.actions import EE_NAMES  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     FeatureSpec,
@@ -48,10 +49,9 @@ def ee_actions(kinematics: ArmKinematics, names: list[str], actions: np.ndarray)
     out = np.empty((len(actions), len(EE_NAMES)), dtype=np.float32)
     for i, row in enumerate(actions):
         m = kinematics.fk(np.asarray(row[arm], dtype=np.float64))
-        q = matrix_to_quat_xyzw(m[:3, :3])
-        out[i, :3], out[i, 3:7] = m[:3, 3], q if q[3] >= 0.0 else -q
+        out[i, :3], out[i, 3:7] = m[:3, 3], matrix_to_quat_xyzw(m[:3, :3])
         out[i, 7] = row[names.index(GRIPPER)]
-    return out
+    return canonicalize_quaternions(out, range(3, 7))  # qw >= 0, as training wants them
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from armstack_learning.features import (  # noqa: E402
     ACTION_KEY,
     ENV_STATE_KEY,
     STATE_KEY,
+    ObjectSlotsConfig,
     feature_names,
 )
 from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if tuple(feature_names(features, key)) != tuple(names):
             parser.error(f"dataset {key} names {feature_names(features, key)} differ from the "
                          f"model's {list(names)}")
-    env_names = [f"{c}_{f}" for c in card.object_classes for f in card.object_fields]
+    env_names = (ObjectSlotsConfig(card.object_classes, card.object_fields).names
+                 if card.object_classes else [])
     if env_names and feature_names(features, ENV_STATE_KEY) != env_names:
         parser.error(f"dataset {ENV_STATE_KEY} names differ from the model's {env_names}")
 
