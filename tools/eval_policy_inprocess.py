@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from armstack_common.paths import model_file
+from armstack_eval.episodes import sim_start_pose, start_pose_arg
 from armstack_eval.inprocess import (
     OBJECT_SOURCES,
     InProcessEvalConfig,
@@ -42,6 +43,9 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=d.episodes)
     p.add_argument("--seed", type=int, default=d.seed, help="scene seed of the first episode")
     p.add_argument("--time-limit", type=float, default=d.time_limit, help="simulated s")
+    p.add_argument("--start-pose", type=start_pose_arg, default=None, metavar="Q1,...,Q7",
+                   help="joint positions every episode starts from, in the simulator's joint "
+                        "order (default: the scripted expert's rest pose, as the graph evaluation)")
     p.add_argument("--objects", choices=OBJECT_SOURCES, default=d.objects)
     p.add_argument("--detector-model", default="detector/detector.onnx")
     p.add_argument("--mode", choices=MODES, default=d.mode)
@@ -59,7 +63,8 @@ def main() -> int:
         episodes=args.episodes, seed=args.seed, time_limit=args.time_limit, objects=args.objects,
         mode=args.mode, inference_period=args.inference_period,
         n_action_steps=args.n_action_steps, ensemble_coeff=args.ensemble_coeff,
-        favour=args.favour, blend_steps=args.blend_steps)
+        favour=args.favour, blend_steps=args.blend_steps,
+        start_positions=sim_start_pose(args.start_pose)["start_positions"])
     policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
     detector = _resolve(args.detector_model, DETECTOR_TOOL) if args.objects == "perception" else None
     evaluator = InProcessEvaluator(policy, config, detector)

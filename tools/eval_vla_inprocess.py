@@ -31,15 +31,17 @@ import numpy as np
 
 _REPO = Path(__file__).resolve().parents[1]
 for _pkg in ("armstack_common", "armstack_sim", "armstack_policy", "armstack_eval", "armstack_camera",
-             "armstack_detector", "armstack_localization"):
+             "armstack_detector", "armstack_localization", "armstack_ik"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
+from armstack_common.servo_config import load_default_servo_config  # noqa: E402
 from armstack_eval.inprocess import JointTargets  # noqa: E402
 from armstack_policy.actions import ActionLayout  # noqa: E402
 from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig  # noqa: E402
 from armstack_policy.observation import IMAGE_PREFIX, STATE_KEY, image_feature  # noqa: E402
 from armstack_policy.onnx_policy import CARD_FILE, RunnerConfig  # noqa: E402
 from armstack_policy.vla_decode import VLADecodeConfig, VLARunner, load_vla_policy  # noqa: E402
+from armstack_sim.profiled_joints import ProfiledJoints  # noqa: E402
 from armstack_sim.world import SimConfig, SimWorld  # noqa: E402
 from make_vla_dataset import TEMPLATES, episode_spec  # noqa: E402 - the training episodes' draw
 
@@ -87,7 +89,8 @@ def observation(world: SimWorld, runner: VLARunner) -> dict[str, np.ndarray]:
     return features
 
 
-def run_episode(world: SimWorld, joint_targets: JointTargets, runner: VLARunner,
+def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJoints,
+                runner: VLARunner,
                 seed: int, template: str, cfg: EvalConfig) -> EpisodeResult:
     card = runner.card
     spec = episode_spec(world, seed, (template,))
@@ -99,7 +102,8 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, runner: VLARunner,
         mode="receding_horizon", chunk_size=card.chunk_size, action_dim=card.action_dim,
         dt=card.dt, max_chunks=2, n_action_steps=card.n_action_steps))
     substeps = max(1, round(card.dt / world.timestep))
-    command = world.joint_targets()  # (7,)
+    joint_targets.reset(world.joint_positions())
+    servos.reset(world.joint_positions())
     times, ik_failures, step, rested = [], 0, 0, 0.0
     while world.time < cfg.time_limit and rested < cfg.settle:
         now = step * card.dt
@@ -110,10 +114,12 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, runner: VLARunner,
             times.append(time.perf_counter() - t0)
             buffer.add_chunk(chunk, now)
         action = buffer.action_at(now).action  # (D,)
-        command, ok = joint_targets(action, command, world.joint_positions())
+        goals, ok = joint_targets(action, world.joint_positions(), now)
         ik_failures += not ok
-        world.set_joint_targets(command)
-        world.step(substeps)
+        servos.set_goals(goals)
+        for _ in range(substeps):
+            world.set_joint_targets(servos.step(world.timestep))
+            world.step(1)
         step += 1
         rested = rested + card.dt if world.object_in_bin(target) else 0.0
     in_bin = {n: world.object_in_bin(n) for n in world.object_names}
@@ -159,10 +165,11 @@ def main() -> int:
     world = SimWorld(SimConfig())
     joint_targets = JointTargets(ActionLayout(runner.card.action_kind, runner.card.action_names),
                                  world.joint_names)
+    servos = ProfiledJoints(load_default_servo_config())
     results = []
     for i in range(cfg.episodes):
         template = cfg.templates[i % len(cfg.templates)]
-        r = run_episode(world, joint_targets, runner, cfg.seed + i, template, cfg)
+        r = run_episode(world, joint_targets, servos, runner, cfg.seed + i, template, cfg)
         results.append(r)
         print(f"episode {i:3d} seed {r.seed}: {'success' if r.success else 'FAIL   '} "
               f"{r.instruction!r}, in bin {[n for n, v in r.in_bin.items() if v]}, "

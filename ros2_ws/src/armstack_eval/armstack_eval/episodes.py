@@ -16,6 +16,7 @@ Either way success and its time come from `sim/task_status`, the simulator's gro
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,14 @@ def sim_start_pose(positions: tuple[float, ...] | None = None) -> dict[str, tupl
         raise ValueError(f"a start pose needs {len(ACTUATED_JOINTS)} values "
                          f"({', '.join(ACTUATED_JOINTS)}), got {len(positions)}")
     return {"start_joints": tuple(ACTUATED_JOINTS), "start_positions": tuple(positions)}
+
+
+def start_pose_arg(text: str) -> tuple[float, ...]:
+    """argparse type of a --start-pose: comma-separated joint positions."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 class RunnerError(RuntimeError):

@@ -32,7 +32,13 @@ from armstack_policy.chunk_buffer import MODES
 from armstack_policy.onnx_policy import PolicyCard, find_card
 
 from armstack_eval.episode import EpisodeLog
-from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, sim_start_pose
+from armstack_eval.episodes import (
+    EpisodeSequence,
+    RunnerConfig,
+    RunnerError,
+    sim_start_pose,
+    start_pose_arg,
+)
 from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, graph_launch_text
 from armstack_eval.metrics import CAMERA, COMMAND, JOINT_COMMAND, OBJECTS
 from armstack_eval.report import summary_lines, write_report
@@ -58,7 +64,7 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--episodes", type=int, default=episodes, help="number of episodes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
-    parser.add_argument("--start-pose", type=_floats, default=None, metavar="Q1,...,Q7",
+    parser.add_argument("--start-pose", type=start_pose_arg, default=None, metavar="Q1,...,Q7",
                         help="joint positions every policy episode starts from, in the simulator's "
                              "joint order (default: the scripted expert's rest pose, where its "
                              "recorded demonstrations start)")
@@ -263,13 +269,6 @@ def main(argv: list[str] | None = None, prog: str = "evaluate_policy", episodes:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("out") / f"{prog.replace(' ', '-')}-{stamp}"
     return run(args)
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def demo_main(argv: list[str]) -> int:

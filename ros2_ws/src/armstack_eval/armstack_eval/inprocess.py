@@ -4,7 +4,11 @@ It runs the same pieces the nodes wrap, without ROS between them: `SimWorld` phy
 calibrated camera's RGB-D render at the camera rate, the detector (`OnnxDetector`) and the
 localization with its tracker (`ObjectLocalizer`), both configured from config/perception.yaml,
 the policy node's `ObservationAssembler`, the ONNX runner and one `ChunkBuffer`. Joint-space
-policies drive the joint targets directly; end-effector policies go through the IK solver.
+actions are servo goals by joint name, as the driver writes them; end-effector actions go through
+the IK node's `IKController` with config/ik.yaml (its solve, checks and motion limits). The goals
+move the joints through the servos' velocity profiles (`ProfiledJoints`, config/robot/
+dynamixel.yaml), as on the emulated bus. Without those two limits an arm follows a policy much
+faster than it did in the demonstrations, and policies that work on the graph fail here.
 
 What it leaves out is the graph's timing: inference is synchronous (simulated time waits for
 it), so every chunk arrives with zero latency. That makes it a quick, repeatable way to compare
@@ -24,17 +28,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 from armstack_camera.calibration import CameraModel
-from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import config_file, urdf_path
-from armstack_common.transforms import pose_matrix
+from armstack_common.servo_config import load_default_servo_config
 from armstack_detector.node_config import DetectorNodeConfig
 from armstack_detector.onnx_runner import OnnxDetector
+from armstack_ik.controller import EECommand, IKController, Outcome
+from armstack_ik.node_config import IK_NODE_PARAMS, ik_node_config
 from armstack_localization.node_config import LocalizationNodeConfig
 from armstack_localization.pipeline import ObjectLocalizer
 from armstack_policy.actions import ActionLayout
 from armstack_policy.chunk_buffer import MODES, ChunkBuffer, ChunkBufferConfig, StepStatus
 from armstack_policy.observation import DetectedObject, ObservationAssembler, ObservationConfig
 from armstack_policy.onnx_policy import OnnxPolicy
+from armstack_sim.profiled_joints import ProfiledJoints
 from armstack_sim.world import SimWorld
 
 OBJECT_SOURCES = ("perception", "ground_truth")
@@ -57,6 +63,14 @@ class InProcessEvalConfig:
     ensemble_coeff: float = 0.01
     favour: str = "oldest"
     blend_steps: int = 5
+    # Joint positions (simulator order) the arm is driven to before the episode clock starts;
+    # empty: the simulator's home. The graph evaluation starts at the expert's rest pose
+    # (armstack_eval.episodes.sim_start_pose), and so does tools/eval_policy_inprocess.py.
+    start_positions: tuple[float, ...] = ()
+    # Simulated s before the episode clock starts, while the arm reaches start_positions and
+    # the camera and perception run, as they do on the graph between episodes: the first
+    # observation then has the tracker's confirmed objects, not an empty scene.
+    lead_in: float = 1.5
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -65,9 +79,11 @@ class InProcessEvalConfig:
         for name in ("episodes", "inference_period"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 fail(name, "must be an int >= 1")
-        for name in ("time_limit", "settle", "camera_fps"):
+        for name in ("time_limit", "settle", "camera_fps", "lead_in"):
             if not getattr(self, name) > 0.0:
                 fail(name, "must be > 0")
+        if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in self.start_positions):
+            fail("start_positions", "must be finite joint positions")
         if self.objects not in OBJECT_SOURCES:
             fail("objects", f"must be one of {OBJECT_SOURCES}")
         if self.mode not in MODES:
@@ -93,17 +109,18 @@ class EpisodeOutcome:
         return asdict(self)
 
 
-def _perception_params() -> tuple[dict, dict]:
-    """The detector's and localization's ros__parameters from config/perception.yaml."""
-    raw = yaml.safe_load(config_file("perception.yaml").read_text(encoding="utf-8"))
-    return (raw["/**/detector"]["ros__parameters"], raw["/**/localization"]["ros__parameters"])
+def _node_params(config_name: str, node: str) -> dict:
+    """A node's ros__parameters in config/<config_name> (the launch files' parameter files)."""
+    raw = yaml.safe_load(config_file(config_name).read_text(encoding="utf-8"))
+    return raw[f"/**/{node}"]["ros__parameters"]
 
 
 class Perception:
     """RGB-D frame -> objects in base_link: the detector and localization nodes' logic."""
 
     def __init__(self, world: SimWorld, detector_model: Path) -> None:
-        det_params, loc_params = _perception_params()
+        det_params = _node_params("perception.yaml", "detector")
+        loc_params = _node_params("perception.yaml", "localization")
         det_cfg = DetectorNodeConfig.from_params({**det_params, "model_path": str(detector_model)})
         self.detector = OnnxDetector(det_cfg.detector_config(str(detector_model)))
         self.localizer = ObjectLocalizer(LocalizationNodeConfig.from_params(loc_params))
@@ -133,31 +150,58 @@ def ground_truth_objects(world: SimWorld) -> list[DetectedObject]:
 
 
 class JointTargets:
-    """A policy action -> the simulator's joint targets, as the graph turns it into servo goals:
-    joint actions by joint name, end-effector ones through the IK solver (what the IK node
-    wraps) seeded with the measured joints; a failed solve holds the arm where it was sent."""
+    """A policy action -> the servos' goal positions for every simulator joint, by the graph's
+    logic: joint actions by joint name (the driver's path); end-effector ones through the IK
+    node's `IKController` with config/ik.yaml's parameters (its solve, the checks, and the motion
+    limits on the commands), seeded with the measured joints. Stateful, like the node:
+    `reset` at each episode start with the measured joints."""
 
     def __init__(self, layout: ActionLayout, joint_names: tuple[str, ...]) -> None:
-        self.layout = layout
+        self.layout, self.joint_names = layout, joint_names
         if layout.kind == "joint":
             missing = [n for n in layout.names if n not in joint_names]
             if missing:
                 raise ValueError(f"actions {missing} are not joints of the simulator "
                                  f"({list(joint_names)})")
             self._index = [joint_names.index(n) for n in layout.names]
-        self.kinematics = ArmKinematics(urdf_path()) if layout.kind == "ee" else None
+            self.controller = None
+        else:
+            self._ik_node = ik_node_config({**{spec.name: spec.default for spec in IK_NODE_PARAMS},
+                                            **_node_params("ik.yaml", "ik")})
+            self.controller = self._new_controller()
+            missing = [n for n in self.controller.joint_names if n not in joint_names]
+            if missing:
+                raise ValueError(f"the IK node's joints {missing} are not joints of the "
+                                 f"simulator ({list(joint_names)})")
+            self._index = [joint_names.index(n) for n in self.controller.joint_names]
+        self._targets = np.zeros(len(joint_names))
 
-    def __call__(self, action: np.ndarray, previous: np.ndarray,
-                 measured: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Targets for all joints (arm + finger) from `action`, and whether IK converged."""
-        if self.layout.kind == "joint":
-            targets = previous.copy()
-            targets[self._index] = action
-            return targets, True
+    def reset(self, measured: np.ndarray) -> None:
+        """A new episode with the arm at `measured` (all simulator joints): targets hold it."""
+        np.copyto(self._targets, measured)
+        if self.controller is not None:
+            self.controller = self._new_controller()  # no target, limiter state or clock
+
+    def _new_controller(self) -> IKController:
+        return IKController(urdf_path(), self._ik_node.ik, self._ik_node.controller)
+
+    def __call__(self, action: np.ndarray, measured: np.ndarray,
+                 now: float) -> tuple[np.ndarray, bool]:
+        """Goal positions (all joints) after `action` at time `now` (s), and whether it was
+        used (False: an end-effector target the IK could not reach or refused; the arm keeps
+        moving to the last good one)."""
+        if self.controller is None:
+            self._targets[self._index] = action
+            return self._targets.copy(), True
         pose = self.layout.ee_pose(action)
-        solution = self.kinematics.ik(pose_matrix(pose.position, pose.quaternion), measured[:-1])
-        arm = solution.q if solution.success else previous[:-1]
-        return np.append(arm, pose.gripper), solution.success
+        self.controller.set_measured(self.joint_names, measured, now)
+        outcome = self.controller.submit(EECommand(
+            pose.position, pose.quaternion, pose.gripper, now,
+            self.controller.config.base_frame), now).outcome
+        command = self.controller.step(now)
+        if command is not None:
+            self._targets[self._index] = command
+        return self._targets.copy(), outcome is Outcome.TRACKING
 
 
 class InProcessEvaluator:
@@ -176,9 +220,14 @@ class InProcessEvaluator:
         if missing:
             raise ValueError(f"the card's state names {missing} are not joints of the simulator "
                              f"({list(self.world.joint_names)})")
+        if config.start_positions and len(config.start_positions) != len(self.world.joint_names):
+            raise ValueError(f"InProcessEvalConfig.start_positions needs one value per simulator "
+                             f"joint ({list(self.world.joint_names)}), "
+                             f"got {len(config.start_positions)}")
         self._state_index = [self.world.joint_names.index(n) for n in card.state_names]
         self.joint_targets = JointTargets(ActionLayout(card.action_kind, card.action_names),
                                           self.world.joint_names)
+        self.servos = ProfiledJoints(load_default_servo_config())
         # Ages are measured on simulated time, which waits for inference: the node's limits.
         self.observation_config = ObservationConfig.for_card(card)
         n = config.n_action_steps or card.n_action_steps
@@ -202,13 +251,22 @@ class InProcessEvaluator:
         assembler = ObservationAssembler(self.observation_config)
         buffer = ChunkBuffer(self.buffer_config)
         substeps = max(1, round(card.dt / world.timestep))
-        command = world.joint_targets()
+        if cfg.start_positions:
+            world.set_joint_targets(np.array(cfg.start_positions))
+        frame_steps = max(1, round(1.0 / (cfg.camera_fps * world.timestep)))
+        for _ in range(max(1, round(cfg.lead_in * cfg.camera_fps))):
+            world.step(frame_steps)
+            if self.perception is not None:
+                self.perception.objects()
+        self.joint_targets.reset(world.joint_positions())
+        self.servos.reset(world.joint_positions())
         times: list[float] = []
         step, dry, ik_failures, rested = 0, 0, 0, 0.0
         t_success, next_frame = None, 0.0
         period = self.buffer_config.n_action_steps if cfg.mode == "receding_horizon" \
             else cfg.inference_period
-        while world.time < cfg.time_limit and rested < cfg.settle:
+        steps = round(cfg.time_limit / card.dt)
+        while step < steps and rested < cfg.settle:
             now = step * card.dt
             assembler.add_joint_state(now, card.state_names,
                                       world.joint_positions()[self._state_index])
@@ -228,20 +286,21 @@ class InProcessEvaluator:
             if out.status in (StepStatus.DRY, StepStatus.EMPTY):
                 dry += 1
             if out.action is not None:
-                command, ok = self.joint_targets(out.action, command,
-                                                 world.joint_positions())
+                goals, ok = self.joint_targets(out.action, world.joint_positions(), now)
                 ik_failures += not ok
-                world.set_joint_targets(command)
-            world.step(substeps)
+                self.servos.set_goals(goals)
+            for _ in range(substeps):
+                world.set_joint_targets(self.servos.step(world.timestep))
+                world.step(1)
             step += 1
             if all(world.object_in_bin(n) for n in world.object_names):
-                t_success = world.time if t_success is None else t_success
+                t_success = step * card.dt if t_success is None else t_success
                 rested += card.dt
             else:
                 t_success, rested = None, 0.0
         in_bin = {n: world.object_in_bin(n) for n in world.object_names}
         return EpisodeOutcome(
-            seed=seed, success=all(in_bin.values()), in_bin=in_bin, sim_time=world.time,
+            seed=seed, success=all(in_bin.values()), in_bin=in_bin, sim_time=step * card.dt,
             time_to_success=t_success, inferences=len(times),
             inference_ms_mean=1e3 * float(np.mean(times)) if times else float("nan"),
             dry_steps=dry, ik_failures=ik_failures, wall_s=time.perf_counter() - started)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from armstack_common.paths import model_file
 from armstack_eval.inprocess import InProcessEvalConfig, InProcessEvaluator, Perception
+from armstack_policy.observation import ObservationAssembler
 from armstack_policy.onnx_policy import RunnerConfig, load_policy
 from armstack_policy.proof_models import ProofSpec, write_proof_model
 from armstack_sim.world import SimWorld
@@ -58,13 +59,14 @@ def test_receding_horizon_infers_once_per_n_action_steps(tmp_path, world):
 @pytest.mark.parametrize(("overrides", "field"), [
     ({"episodes": 0}, "episodes"), ({"objects": "oracle"}, "objects"),
     ({"mode": "fastest"}, "mode"), ({"time_limit": 0.0}, "time_limit"),
-    ({"n_action_steps": -1}, "n_action_steps")])
+    ({"n_action_steps": -1}, "n_action_steps"), ({"lead_in": 0.0}, "lead_in"),
+    ({"start_positions": (0.0, float("nan"))}, "start_positions")])
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=f"InProcessEvalConfig.{field} "):
         InProcessEvalConfig(**overrides)
 
 
-def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_ik(world):
+def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_the_ik_node(world):
     from armstack_common.kinematics import ArmKinematics
     from armstack_common.paths import urdf_path
     from armstack_common.transforms import matrix_to_quat_xyzw
@@ -74,7 +76,8 @@ def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_ik(world
     names = world.joint_names
     previous = np.arange(len(names), dtype=float) * 0.1
     by_name = JointTargets(ActionLayout("joint", [names[2], names[0]]), names)
-    targets, ok = by_name(np.array([0.7, -0.3]), previous, previous)
+    by_name.reset(previous)
+    targets, ok = by_name(np.array([0.7, -0.3]), previous, 0.0)
     expected = previous.copy()
     expected[2], expected[0] = 0.7, -0.3
     assert ok and np.array_equal(targets, expected)
@@ -87,10 +90,46 @@ def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_ik(world
     action = np.array([*m[:3, 3], *matrix_to_quat_xyzw(m[:3, :3]), 0.02])
     through_ik = JointTargets(ActionLayout("ee", EE_NAMES), names)
     measured = np.append(q + 0.05, 0.01)  # near the solution: IK starts from the measured joints
-    targets, ok = through_ik(action, previous, measured)
-    assert ok and targets[-1] == pytest.approx(0.02)
+    through_ik.reset(measured)
+    # The IK node's motion limits move the commands towards the solution a bounded step at a
+    # time (config/ik.yaml), so the first command is near the measured joints.
+    first, ok = through_ik(action, measured, 0.0)
+    assert ok and np.allclose(first, measured, atol=1e-9)
+    steps = [through_ik(action, measured, 0.02 * k)[0] for k in range(1, 150)]
+    assert np.abs(np.diff(steps, axis=0)).max() < 0.05  # rad (or m) per 20 ms
+    targets = steps[-1]
+    assert targets[-1] == pytest.approx(0.02)
     np.testing.assert_allclose(kin.fk(targets[:-1])[:3, 3], m[:3, 3], atol=1e-3)
     unreachable = action.copy()
     unreachable[:3] = [3.0, 0.0, 0.0]  # metres beyond the arm's reach: the arm holds
-    targets, ok = through_ik(unreachable, previous, measured)
-    assert not ok and np.array_equal(targets[:-1], previous[:-1])
+    held, ok = through_ik(unreachable, measured, 0.02 * 150)
+    assert not ok and np.allclose(held, targets)
+
+
+def test_an_episode_starts_after_the_lead_in_with_the_objects_already_tracked(tmp_path, world):
+    """The camera and perception run while the arm reaches the start pose, as on the graph,
+    so the first observation already has every cube."""
+    from armstack_eval.episodes import sim_start_pose
+
+    proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
+    policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
+    start = sim_start_pose()["start_positions"]
+    cfg = InProcessEvalConfig(episodes=1, time_limit=0.1, objects="perception",
+                              start_positions=start)
+    evaluator = InProcessEvaluator(policy, cfg, model_file(DETECTOR, "tools/train_detector.py"),
+                                   world=world)
+    seen = []
+    add_objects = ObservationAssembler.add_objects
+
+    def spy(self, stamp, objects):
+        seen.append(sorted(o.label for o in objects))
+        return add_objects(self, stamp, objects)
+
+    ObservationAssembler.add_objects = spy
+    try:
+        outcome = evaluator.run(0)
+    finally:
+        ObservationAssembler.add_objects = add_objects
+    assert seen[0] == sorted(world.object_names)
+    np.testing.assert_allclose(world.joint_positions()[:-1], start[:-1], atol=0.05)
+    assert outcome.sim_time == pytest.approx(0.1, abs=policy.card.dt)

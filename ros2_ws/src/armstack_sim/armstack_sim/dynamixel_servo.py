@@ -70,7 +70,7 @@ class ServoCommand:
     goal_pwm: int
 
 
-class _Profile:
+class TrapezoidProfile:
     """Trapezoidal trajectory generator in the register frame (ticks, ticks/s)."""
 
     def __init__(self) -> None:
@@ -104,6 +104,14 @@ class _Profile:
             self.position = position
 
 
+def velocity_based_limits(profile_velocity: int, profile_acceleration: int) -> tuple[float, float]:
+    """(vmax ticks/s, amax ticks/s^2) of a velocity-based profile from its registers (0 = none)."""
+    vmax = math.inf if profile_velocity == 0 else profile_velocity * _TICKS_PER_S_PER_VELOCITY_UNIT
+    amax = (math.inf if profile_acceleration == 0
+            else profile_acceleration * _TICKS_PER_S2_PER_ACCEL_UNIT)
+    return vmax, amax
+
+
 class EmulatedServo:
     def __init__(self, table: ControlTable, servo_id: int, baud_index: int, motor_ticks: float) -> None:
         self.table = table
@@ -112,7 +120,7 @@ class EmulatedServo:
         self._motor_velocity = 0.0  # velocity units
         self._motor_effort = 0.0  # address-126 units
         self._turn_offset = 0  # subtracts whole turns the encoder forgot (power-on, CLEAR)
-        self._profile = _Profile()
+        self._profile = TrapezoidProfile()
         self._pending_write: tuple[int, bytes] | None = None
         self._last_instruction_time: float | None = None
         self._injected_errors = 0
@@ -401,10 +409,7 @@ class EmulatedServo:
 
     # ------------------------------------------------------------------------ profiles
     def _velocity_based_limits(self) -> tuple[float, float]:
-        velocity, accel = self.get("profile_velocity"), self.get("profile_acceleration")
-        vmax = math.inf if velocity == 0 else velocity * _TICKS_PER_S_PER_VELOCITY_UNIT
-        amax = math.inf if accel == 0 else accel * _TICKS_PER_S2_PER_ACCEL_UNIT
-        return vmax, amax
+        return velocity_based_limits(self.get("profile_velocity"), self.get("profile_acceleration"))
 
     def _time_based_limits(self) -> tuple[float, float] | None:
         """Time-based profile: arrive after Profile Velocity ms, accelerating for Profile Acceleration ms."""
