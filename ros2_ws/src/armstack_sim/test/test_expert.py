@@ -120,6 +120,23 @@ def test_state_machine_delivers_every_cube_to_its_own_spot() -> None:
     assert min(np.linalg.norm(a - b) for i, a in enumerate(spots) for b in spots[i + 1 :]) > 0.04
 
 
+@pytest.mark.parametrize(("order", "expected"), [
+    ("nearest", ["blue_cube", "red_cube", "green_cube"]),  # nearest the gripper each time
+    ("listed", ["red_cube", "green_cube", "blue_cube"]),  # as given
+])
+def test_pick_order(order: str, expected: list[str]) -> None:
+    cubes = [
+        _cube("red_cube", 0.30, 0.10),
+        _cube("green_cube", 0.33, 0.18),
+        _cube("blue_cube", 0.17, -0.02),  # nearest the start (0.14, 0)
+    ]
+    world = _IdealWorld(cubes, sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(pick_order=order), BIN, BIN_SIZE,
+                             [c.name for c in cubes])
+    _run_ideal(world, expert)
+    assert expert.delivered == expected
+
+
 def test_state_machine_retries_a_failed_grasp_then_gives_up() -> None:
     world = _IdealWorld([_cube("red_cube", 0.25, 0.05)], sticky=False)
     config = ExpertConfig(max_attempts=2)
@@ -154,6 +171,8 @@ def test_expert_config_errors_name_the_field() -> None:
         ExpertConfig(linear_speed=0.0)
     with pytest.raises(ValueError, match="gripper_open"):
         ExpertConfig(gripper_open=0.0)
+    with pytest.raises(ValueError, match="pick_order"):
+        ExpertConfig(pick_order="random")
     with pytest.raises(ValueError, match="target"):
         PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, [])
 

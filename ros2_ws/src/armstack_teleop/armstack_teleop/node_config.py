@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 SOURCES = ("keyboard", "gamepad", "leader", "expert")
 EE_SOURCES = ("joint_states", "sim")
+# armstack_sim.expert.PICK_ORDERS, restated so this module does not import the simulator
+# (MuJoCo); test_node_config checks they agree.
+PICK_ORDERS = ("nearest", "listed")
 
 TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("source", "keyboard", "what drives the arm: keyboard and gamepad jog the end effector "
@@ -79,6 +82,9 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "lifting", "s", (0.05, 10.0), read_only=True),
     ParamSpec("expert_open_time", 1.0, "the expert waits this long for the gripper to open before "
               "moving on", "s", (0.05, 10.0), read_only=True),
+    ParamSpec("expert_pick_order", "listed", "which cube the expert takes next: the nearest to the "
+              "gripper, or the listed (alphabetical) order, which policies learn more easily",
+              choices=PICK_ORDERS, read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
@@ -154,6 +160,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
             gripper_closed=float(values["gripper_closed"]),
             close_time=float(values["expert_close_time"]),
             open_time=float(values["expert_open_time"]),
+            pick_order=str(values["expert_pick_order"]),
         ),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),

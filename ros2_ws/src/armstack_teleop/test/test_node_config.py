@@ -55,3 +55,13 @@ def test_parameter_file_sets_exactly_the_declared_parameters() -> None:
 def test_every_parameter_is_described() -> None:
     for spec in TELEOP_PARAMS:
         assert spec.description.strip(), spec.name
+
+
+def test_pick_orders_match_the_expert() -> None:
+    from armstack_sim.expert import PICK_ORDERS as EXPERT_ORDERS
+
+    from armstack_teleop.node_config import PICK_ORDERS
+
+    assert PICK_ORDERS == EXPERT_ORDERS
+    config = teleop_config(default_values() | {"source": "expert", "expert_pick_order": "nearest"})
+    assert config.expert.expert.pick_order == "nearest"
