@@ -37,6 +37,7 @@ def evaluation_row(report_dir: Path) -> dict:
     return {
         "tool": "tools/evaluate_policy.py (whole graph, simulator, servo bus on a pty)",
         "chunk_mode": meta.get("chunk_mode"),
+        "policy_params": meta.get("policy_params") or {},
         "episodes": summary["episodes"],
         "successes": summary["successes"],
         "success_rate": summary["success_rate"],
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     record_evaluation(card_path, {"graph": rows})
     for row in rows:
-        print(f"{row['chunk_mode']}: {row['successes']}/{row['episodes']} "
+        params = " ".join(f"{k}={v}" for k, v in row["policy_params"].items())
+        print(f"{row['chunk_mode']}{' ' + params if params else ''}: "
+              f"{row['successes']}/{row['episodes']} "
               f"({100 * row['success_rate']:.0f} %)")
     print(f"recorded in {card_path} and {card_path.with_name('MODEL_CARD.md')}")
     return 0

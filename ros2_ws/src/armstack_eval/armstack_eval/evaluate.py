@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import rclpy
+import yaml
 from armstack_common import paths
 from armstack_policy.chunk_buffer import MODES
 from armstack_policy.onnx_policy import PolicyCard, find_card
@@ -64,6 +65,10 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--episodes", type=int, default=episodes, help="number of episodes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
+    parser.add_argument("--policy-param", type=policy_param_arg, action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="a policy node parameter over config/policy.yaml's (repeatable; YAML "
+                             "value), e.g. min_inference_period=0.5 or blend_steps=10")
     parser.add_argument("--start-pose", type=start_pose_arg, default=None, metavar="Q1,...,Q7",
                         help="joint positions every policy episode starts from, in the simulator's "
                              "joint order (default: the scripted expert's rest pose, where its "
@@ -173,7 +178,8 @@ def _graph_config(args: argparse.Namespace, link: str) -> GraphConfig:
     return GraphConfig(
         launch_dir=paths.config_dir().parent / "launch", config_dir=paths.config_dir(),
         servo_port_link=link, controller=args.controller, policy_model=args.policy_model,
-        chunk_mode=args.mode, perception=not args.no_perception, detector_model=args.detector_model,
+        chunk_mode=args.mode, policy_params=tuple(args.policy_param),
+        perception=not args.no_perception, detector_model=args.detector_model,
         # Both controllers reset the scene before their first episode (seed + 1).
         seed=args.seed - 1,
         objects=tuple(c.strip() for c in args.objects.split(",") if c.strip()),
@@ -238,7 +244,9 @@ def run(args: argparse.Namespace, say=print) -> int:
                 say(f"--- last lines of {graph.log_path} ---\n{graph.tail()}")
             graph.stop()
     meta = {"controller": args.controller, "policy_model": args.policy_model if args.controller == "policy" else None,
-            "chunk_mode": args.mode if args.controller == "policy" else None, "episodes_requested": args.episodes,
+            "chunk_mode": args.mode if args.controller == "policy" else None,
+            "policy_params": dict(args.policy_param) if args.controller == "policy" else None,
+            "episodes_requested": args.episodes,
             "first_seed": args.seed, "objects": list(graph_cfg.objects), "perception": not args.no_perception,
             "timeout_s": args.timeout, "video_frames": frames, "video_frames_dropped": video.dropped if video else 0,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -269,6 +277,13 @@ def main(argv: list[str] | None = None, prog: str = "evaluate_policy", episodes:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("out") / f"{prog.replace(' ', '-')}-{stamp}"
     return run(args)
+
+
+def policy_param_arg(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
 
 
 def demo_main(argv: list[str]) -> int:

@@ -35,6 +35,9 @@ class GraphConfig:
     controller: str = "policy"  # one of CONTROLLERS
     policy_model: str = "policy/act_pick/policy.onnx"  # relative to models/, or absolute
     chunk_mode: str = "receding_horizon"  # armstack_policy.chunk_buffer.MODES
+    # Further policy node parameters (name, value) over config/policy.yaml's, e.g.
+    # ("min_inference_period", 0.5); the node checks names and ranges at start.
+    policy_params: tuple[tuple[str, object], ...] = ()
     perception: bool = True  # detector + localization (a policy that takes objects needs them)
     detector_model: str = "detector/detector.onnx"  # relative to models/, or absolute
     seed: int = 0  # of the first scene; the simulator adds one per reset
@@ -71,7 +74,7 @@ def _controller_node(cfg: GraphConfig) -> dict[str, object]:
             "pkg": "armstack_policy", "exec": "policy_node", "name": "policy", "output": "screen",
             "param": [{"from": str(cfg.config_dir / "policy.yaml")},
                       *_params(model_path=cfg.policy_model, chunk_mode=cfg.chunk_mode,
-                               start_running=False)],
+                               start_running=False, **dict(cfg.policy_params))],
         }}
     # The expert resets the scene itself between takes; the runner follows teleop/episode.
     return {"node": {

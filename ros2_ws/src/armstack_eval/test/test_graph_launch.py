@@ -38,7 +38,8 @@ def _parameters(spec, params_dir) -> dict:
 
 def test_policy_graph_runs_perception_policy_and_motion(tmp_path):
     processes, params = _plan(tmp_path, _config(controller="policy", policy_model="/m/p.onnx",
-                                                chunk_mode="temporal_ensemble", seed=4, objects=("red",)))
+                                                chunk_mode="temporal_ensemble", seed=4, objects=("red",),
+                                                policy_params=(("min_inference_period", 0.5),)))
     assert set(processes) == {"sim_node", "driver_node", "ik_node", "state_publisher", "detector_node",
                               "localization_node", "policy_node"}
     sim = _parameters(processes["sim_node"], params)
@@ -47,7 +48,7 @@ def test_policy_graph_runs_perception_policy_and_motion(tmp_path):
     assert _parameters(processes["driver_node"], params)["port"] == "/tmp/test_eval/servo_bus"
     policy = _parameters(processes["policy_node"], params)
     assert policy["model_path"] == "/m/p.onnx" and policy["chunk_mode"] == "temporal_ensemble"
-    assert policy["start_running"] is False
+    assert policy["start_running"] is False and policy["min_inference_period"] == 0.5
     # The policy never gets the simulator's ground truth: no remaps onto sim/ topics.
     assert not any("sim/" in arg for arg in processes["policy_node"].cmd)
 
@@ -69,3 +70,14 @@ def test_expert_graph_without_perception(tmp_path):
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         _config(**overrides)
+
+
+def test_policy_param_arguments_parse_yaml_values():
+    import argparse
+
+    from armstack_eval.evaluate import policy_param_arg
+
+    assert policy_param_arg("min_inference_period=0.5") == ("min_inference_period", 0.5)
+    assert policy_param_arg("ensemble_favour=newest") == ("ensemble_favour", "newest")
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+        policy_param_arg("blend_steps")
