@@ -15,7 +15,7 @@ from __future__ import annotations
 from armstack_common.diagnostics import DiagnosticReport, Level
 
 from armstack_recorder.sampler import StreamCounters
-from armstack_recorder.session import SessionConfig, SessionStatus
+from armstack_recorder.session import SessionConfig, SessionStatus, format_counts
 
 _EVENTS = ("invalid", "late", "future", "evicted")
 
@@ -47,12 +47,12 @@ class RecorderHealth:
             report.check_max("max_timing_error_s", ep.max_timing_error_s, warn=limit,
                              error=limit, units=" s")
             if ep.dropped:
-                reasons = ", ".join(f"{k} {v}" for k, v in sorted(ep.dropped_by_reason.items()))
-                report.raise_to(Level.WARN, f"dropped {ep.dropped} samples ({reasons})")
+                report.raise_to(Level.WARN, f"dropped {ep.dropped} samples "
+                                f"({format_counts(ep.dropped_by_reason)})")
             if ep.frames == 0 and ep.startup_skipped >= self._config.fps:
-                reasons = ", ".join(f"{k} {v}" for k, v in sorted(ep.startup_reasons.items()))
                 report.raise_to(Level.WARN, f"no complete sample for "
-                                f"{ep.startup_skipped / self._config.fps:.1f} s ({reasons})")
+                                f"{ep.startup_skipped / self._config.fps:.1f} s "
+                                f"({format_counts(ep.startup_reasons)})")
         if status.last is not None:
             report.add("last_episode", status.last.summary())
             if status.last.outcome == "failed":

@@ -28,11 +28,12 @@ from typing import Any
 
 import rclpy
 from armstack_common.diagnostics import to_msg
+from armstack_common.executors import SubmitOnceExecutor
 from armstack_common.params import NodeParameters
 from armstack_interfaces.msg import EndEffectorCommand, EpisodeStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import (
@@ -290,7 +291,7 @@ def main(args: list[str] | None = None) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     # a thread per input stream, the tick, the services, and one spare
-    executor = MultiThreadedExecutor(num_threads=len(node.streams) + 3)
+    executor = SubmitOnceExecutor(num_threads=len(node.streams) + 3)
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():

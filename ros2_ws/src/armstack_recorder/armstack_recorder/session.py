@@ -161,14 +161,20 @@ class EpisodeReport:
         text = (f"{head} {self.outcome}: {self.frames} frames ({self.frames / self.fps:.2f} s) "
                 f"at {self.effective_rate_hz:.2f} Hz effective, {self.dropped} dropped")
         if self.dropped_by_reason:
-            text += " (" + ", ".join(f"{k} {v}" for k, v in
-                                     sorted(self.dropped_by_reason.items())) + ")"
+            text += f" ({format_counts(self.dropped_by_reason)})"
         text += f", max timing error {self.max_timing_error_s * 1e3:.1f} ms"
         if self.startup_skipped:
             text += f", {self.startup_skipped} skipped at the start"
+            if self.startup_reasons:
+                text += f" ({format_counts(self.startup_reasons)})"
         if self.late:
-            text += ", late messages " + ", ".join(f"{k} {v}" for k, v in sorted(self.late.items()))
+            text += f", late messages {format_counts(self.late)}"
         return text + (f"; {self.reason}" if self.reason else "")
+
+
+def format_counts(counter: dict[str, int]) -> str:
+    """{"camera:missing": 3, "state:stale": 1} -> "camera:missing 3, state:stale 1"."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
 
 
 @dataclass

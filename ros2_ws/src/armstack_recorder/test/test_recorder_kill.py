@@ -26,10 +26,24 @@ def record(probe, node, seconds: float) -> str:
     return probe.trigger("recorder/save", node)
 
 
+def saved_frames(reports: list[str], episode_index: int) -> int | None:
+    """Frames in the newest "saved" report of that episode among these."""
+    found = None
+    for text in reports:
+        report = json.loads(text)
+        if report["outcome"] == "saved" and report["episode_index"] == episode_index:
+            found = report["frames"]
+    return found
+
+
 def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, probe,
                                                                tmp_path, synthetic):
     root = tmp_path / "ds"
-    before = len(probe.reports)  # the module's probe keeps the reports of a rerun's first try
+    # The module's probe keeps every report it got; one that a first try's recorder sent as it
+    # stopped reaches the probe only when a rerun spins it. Take those in first, then pick this
+    # try's reports by what they say (a discarded take reports too).
+    probe.spin_for(0.5)
+    before = len(probe.reports)
     node = launch_recorder(root, fps=FPS, max_timing_error=0.5)
     probe.wait_ready(node)
     assert record(probe, node, 0.6).startswith("episode 0 saved")
@@ -42,8 +56,9 @@ def test_sigkill_keeps_finished_episodes_and_a_restart_appends(launch_recorder, 
     reader = LeRobotDatasetReader(root)
     assert reader.num_episodes == 2
     lengths = [reader.episode(i).length for i in range(2)]
-    probe.spin_until(lambda: len(probe.reports) >= before + 2, 5.0, "the reports", node)
-    assert lengths == [json.loads(r)["frames"] for r in probe.reports[before:before + 2]]
+    probe.spin_until(lambda: saved_frames(probe.reports[before:], 1) is not None, 5.0,
+                     "the reports", node)
+    assert lengths == [saved_frames(probe.reports[before:], i) for i in range(2)]
     assert all(n >= 15 for n in lengths), lengths  # 0.6 s at 30 Hz, or more
     last = reader.frame(reader.num_frames - 1)  # decodes, and is one of the probe's images
     frame, episode_bits, camera_bits = synthetic.read(last["observation.images.color"])

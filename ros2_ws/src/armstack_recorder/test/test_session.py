@@ -107,6 +107,7 @@ def test_an_episode_starts_at_its_first_complete_sample_and_saves_with_its_repor
     # ticks at 100 + k * 33.3 ms up to 1100 ms: 31; those before 200 ms lack the action
     assert report.samples == 31 and report.startup_skipped == 3
     assert dict(report.startup_reasons) == {"action:missing": 3}
+    assert "3 skipped at the start (action:missing 3)" in report.summary()
     assert report.frames == 28 and report.dropped == 0 and report.max_timing_error_s < 1e-9
     assert report.effective_rate_hz == pytest.approx(28 * FPS / 31)
     assert rig.sink.events == [("start", "stack"), ("save", 28)]

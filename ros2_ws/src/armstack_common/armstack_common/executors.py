@@ -1,0 +1,69 @@
+"""A MultiThreadedExecutor that submits a ready callback to its thread pool once.
+
+rclpy 7.1 (Jazzy) wraps every ready callback in a Task and, on each spin, yields again every
+Task that is not executing yet. In a MultiThreadedExecutor a Task that waits in the thread
+pool's queue is not executing yet, so the next spin_once returns it at once instead of
+waiting, submits it again and scans a growing list of futures: the spinning thread runs hot,
+holds the GIL, and the pool's workers cannot start the very callbacks it queued. A recorder
+under load lost seconds of its sampling clock to this (rclpy issue #1452; fixed upstream in
+rclpy 10.0.4, not in Jazzy's 7.1).
+
+Here a Task already queued is not submitted again: the spinning thread waits (briefly) for a
+worker to start it, which hands the GIL to that worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from rclpy.executors import (ConditionReachedException, ExternalShutdownException,
+                             MultiThreadedExecutor, ShutdownException, TimeoutException)
+
+# How long a spin waits for a worker to start a callback that is already queued before it
+# looks for other work; short, so a pool whose workers are all busy costs a wake-up per period.
+REQUEUE_WAIT_S = 0.005
+
+
+class SubmitOnceExecutor(MultiThreadedExecutor):
+    """MultiThreadedExecutor with each ready callback in the pool's queue at most once."""
+
+    def __init__(self, num_threads: int | None = None, **kwargs: Any) -> None:
+        super().__init__(num_threads=num_threads, **kwargs)
+        self._queued: dict[Any, threading.Event] = {}  # Task -> set once a worker starts it
+        self._queued_lock = threading.Lock()
+        self.submissions = 0  # callbacks handed to the pool
+
+    def _spin_once_impl(self, timeout_sec: Any = None,
+                        wait_condition: Callable[[], bool] = lambda: False) -> None:
+        try:
+            handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None,
+                                                                    wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException,
+                ConditionReachedException):
+            return
+        with self._queued_lock:
+            started = self._queued.get(handler)
+            queued = started is not None
+            if not queued:
+                started = self._queued[handler] = threading.Event()
+        if queued:
+            started.wait(REQUEUE_WAIT_S)
+            return
+        self.submissions += 1
+        self._executor.submit(self._start, handler, started)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # raise any exception of the callback, as rclpy does
+
+    def _start(self, handler: Any, started: threading.Event) -> None:
+        started.set()
+        try:
+            handler()
+        finally:
+            # only now: until the Task has marked itself executing, a spin could yield it
+            # again; a coroutine that awaits is yielded again later and submitted afresh
+            with self._queued_lock:
+                del self._queued[handler]
