@@ -40,7 +40,7 @@ from armstack_common import paths
 from armstack_eval.episode import EpisodeLog
 from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, sim_start_pose
 from armstack_eval.evaluate import LaunchedGraph
-from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, graph_launch_text
+from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, write_graph_launch
 from armstack_eval.metrics import CAMERA, COMMAND, JOINT_COMMAND, OBJECTS
 from armstack_eval.runner_node import EpisodeRunnerNode
 from armstack_policy.chunk_buffer import MODES
@@ -284,13 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     say = functools.partial(print, flush=True)  # progress shows as it happens, even in a log
     link = str(Path(tempfile.mkdtemp(prefix="armstack_soak_")) / "servo_bus")
     graph_cfg = GraphConfig(
-        launch_dir=paths.config_dir().parent / "launch", config_dir=paths.config_dir(),
+        launch_dir=paths.config_dir().parent / "launch",
         servo_port_link=link, controller=args.controller, policy_model=args.policy_model,
         chunk_mode=args.mode, perception=not args.no_perception,
         detector_model=args.detector_model, seed=args.seed - 1,
         expert_time_limit=args.episode_timeout)
-    launch_file = args.out / "graph.launch.yaml"
-    launch_file.write_text(graph_launch_text(graph_cfg))
+    launch_file = write_graph_launch(graph_cfg, args.out)
     say(f"launching the graph ({args.controller}): log in {args.out / 'graph.log'}")
     t0 = time.time()
     graph = LaunchedGraph(launch_file, args.out / "graph.log")

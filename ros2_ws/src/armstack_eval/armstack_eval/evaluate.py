@@ -4,7 +4,7 @@
     python tools/evaluate_policy.py --controller expert --episodes 5       # the scripted expert
     ./armstack demo [--episodes 5]                                          # committed models
 
-Launches the graph (graph_launch.py) with armstack's launcher, runs N randomized episodes
+Launches launch/demo.launch.yaml (graph_launch.py) with armstack's launcher, runs N randomized episodes
 (episodes.py), writes the report (report.py; camera.mp4 by video.py) and prints the summary:
 success rate, time to completion, per-stage latency median / p99, control-loop jitter, jerk.
 With --attach it uses a graph that is already running (e.g. under ros2 launch) instead.
@@ -40,7 +40,7 @@ from armstack_eval.episodes import (
     sim_start_pose,
     start_pose_arg,
 )
-from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, graph_launch_text
+from armstack_eval.graph_launch import CONTROLLERS, GraphConfig, write_graph_launch
 from armstack_eval.metrics import CAMERA, COMMAND, JOINT_COMMAND, OBJECTS
 from armstack_eval.report import summary_lines, write_report
 from armstack_eval.runner_node import EpisodeRunnerNode
@@ -176,7 +176,7 @@ def _wait_ready(node: EpisodeRunnerNode, cfg: RunnerConfig, graph: LaunchedGraph
 
 def _graph_config(args: argparse.Namespace, link: str) -> GraphConfig:
     return GraphConfig(
-        launch_dir=paths.config_dir().parent / "launch", config_dir=paths.config_dir(),
+        launch_dir=paths.config_dir().parent / "launch",
         servo_port_link=link, controller=args.controller, policy_model=args.policy_model,
         chunk_mode=args.mode, policy_params=tuple(args.policy_param),
         perception=not args.no_perception, detector_model=args.detector_model,
@@ -230,8 +230,7 @@ def run(args: argparse.Namespace, say=print) -> int:
                               **(sim_start_pose(args.start_pose) if args.controller == "policy" else {}))
     graph = None
     if not args.attach:
-        launch_file = out / "graph.launch.yaml"
-        launch_file.write_text(graph_launch_text(graph_cfg))
+        launch_file = write_graph_launch(graph_cfg, out)
         say(f"launching the graph ({args.controller}): log in {out / 'graph.log'}")
         graph = LaunchedGraph(launch_file, out / "graph.log")
     code = EXIT_GRAPH

@@ -1,12 +1,15 @@
-"""The launch file of an evaluation: the whole graph against the simulator. Plain module.
+"""The launch file of an evaluation: launch/demo.launch.yaml against the simulator. Plain module.
 
-sim (camera topics + the servo bus on a pty) -> perception.launch.yaml (detector,
-localization) -> controller (policy node, or teleop's scripted expert) -> motion.launch.yaml
-(IK, driver over the pty, state publisher). The file is written into the report directory and
-run by armstack's launcher, so a run can be repeated by hand (`armstack launch <file>`), and
-it works under `ros2 launch` too. The policy sees only what the real robot would: its inputs
-are joint_states and the perception's `objects`; the simulator's ground truth
-(`sim/ground_truth`, `sim/task_status`) reaches only the expert and the episode runner.
+The evaluation runs the graph users launch themselves (`ros2 launch armstack_bringup
+demo.launch.yaml`, or `armstack launch launch/demo.launch.yaml`): sim (camera topics + the servo
+bus on a pty) -> perception (detector, localization) -> controller (policy node, or teleop's
+scripted expert) -> motion (IK, driver over the pty, state publisher). What an evaluation sets
+beyond demo.launch.yaml's arguments (cube colours, policy parameters, the expert's settings)
+goes into an overrides parameter file. Both files are written into the report directory, so a
+run can be repeated by hand (`armstack launch <dir>/graph.launch.yaml`). The policy sees only
+what the real robot would: its inputs are joint_states and the perception's `objects`; the
+simulator's ground truth (`sim/ground_truth`, `sim/task_status`) reaches only the expert and
+the episode runner.
 """
 
 from __future__ import annotations
@@ -17,20 +20,15 @@ from pathlib import Path
 import yaml
 
 CONTROLLERS = ("policy", "expert")
+LAUNCH_FILE = "graph.launch.yaml"
+OVERRIDES_FILE = "graph_overrides.yaml"
 
-
-# Driver settings for the simulated bus: its replies come from a Python thread on a shared
-# CPU (p99 17-33 ms at load 7-14 measured), so the driver waits longer and retries more
-# before it stops motion than on a real bus.
-SIM_REPLY_MARGIN_MS = 100.0
-SIM_READ_RETRIES = 10
 
 @dataclass(frozen=True)
 class GraphConfig:
     """What runs in the evaluation graph."""
 
-    launch_dir: Path  # armstack's launch/ (motion and perception launch files)
-    config_dir: Path  # armstack's config/ (parameter files)
+    launch_dir: Path  # armstack's launch/ (demo.launch.yaml)
     servo_port_link: str  # the simulator's pty link, the driver's port
     controller: str = "policy"  # one of CONTROLLERS
     policy_model: str = "policy/act_pick/policy.onnx"  # relative to models/, or absolute
@@ -42,8 +40,6 @@ class GraphConfig:
     detector_model: str = "detector/detector.onnx"  # relative to models/, or absolute
     seed: int = 0  # of the first scene; the simulator adds one per reset
     objects: tuple[str, ...] = ("red", "green", "blue")  # cube colours
-    camera_rate: float = 30.0  # Hz
-    driver_rate: float = 200.0  # Hz
     expert_time_limit: float = 60.0  # s per expert take
 
     def __post_init__(self) -> None:
@@ -53,62 +49,47 @@ class GraphConfig:
             raise ValueError("GraphConfig.objects must name at least one cube colour")
         if not self.servo_port_link:
             raise ValueError("GraphConfig.servo_port_link must not be empty")
-        for name in ("camera_rate", "driver_rate", "expert_time_limit"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"GraphConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not self.expert_time_limit > 0.0:
+            raise ValueError(f"GraphConfig.expert_time_limit must be > 0, got {self.expert_time_limit}")
         if self.seed < 0:
             raise ValueError(f"GraphConfig.seed must be >= 0, got {self.seed}")
 
 
-def _params(**values: object) -> list[dict[str, object]]:
-    return [{"name": name, "value": value} for name, value in values.items()]
-
-
-def _args(**values: object) -> list[dict[str, str]]:
-    return [{"name": name, "value": str(value)} for name, value in values.items()]
-
-
-def _controller_node(cfg: GraphConfig) -> dict[str, object]:
+def graph_overrides(cfg: GraphConfig) -> dict[str, object]:
+    """The overrides parameter file's content (keys as in config/*.yaml)."""
+    params: dict[str, dict[str, object]] = {"/**/sim": {"objects": list(cfg.objects)}}
     if cfg.controller == "policy":
-        return {"node": {
-            "pkg": "armstack_policy", "exec": "policy_node", "name": "policy", "output": "screen",
-            "param": [{"from": str(cfg.config_dir / "policy.yaml")},
-                      *_params(model_path=cfg.policy_model, chunk_mode=cfg.chunk_mode,
-                               start_running=False, **dict(cfg.policy_params))],
-        }}
-    # The expert resets the scene itself between takes; the runner follows teleop/episode.
-    return {"node": {
-        "pkg": "armstack_teleop", "exec": "teleop_node", "name": "teleop", "output": "screen",
-        "param": [{"from": str(cfg.config_dir / "teleop.yaml")},
-                  *_params(source="expert", num_episodes=0, exit_on_end=False,
-                           keyboard_episode_keys=False, expert_time_limit=cfg.expert_time_limit)],
-    }}
+        params["/**/policy"] = dict(cfg.policy_params)
+    else:
+        # The expert resets the scene itself between takes; the runner follows teleop/episode.
+        params["/**/teleop"] = {"num_episodes": 0, "exit_on_end": False,
+                                "keyboard_episode_keys": False,
+                                "expert_time_limit": cfg.expert_time_limit}
+    return {key: {"ros__parameters": values} for key, values in params.items() if values}
 
 
-def graph_entities(cfg: GraphConfig) -> list[dict[str, object]]:
-    """The launch file's entities (launch_yaml structure)."""
-    entities: list[dict[str, object]] = [
-        {"node": {
-            "pkg": "armstack_sim", "exec": "sim_node", "name": "sim", "output": "screen",
-            "param": _params(seed=cfg.seed, camera_rate=float(cfg.camera_rate),
-                             servo_port_link=cfg.servo_port_link, objects=list(cfg.objects)),
-        }},
-        {"include": {"file": str(cfg.launch_dir / "motion.launch.yaml"),
-                     "arg": _args(servo_port=cfg.servo_port_link, driver_rate=float(cfg.driver_rate),
-                                  # The emulated bus answers from a shared CPU: see motion.launch.yaml.
-                                  driver_reply_margin_ms=SIM_REPLY_MARGIN_MS,
-                                  driver_read_retries=SIM_READ_RETRIES)}},
-    ]
-    if cfg.perception:
-        entities.append({"include": {
-            "file": str(cfg.launch_dir / "perception.launch.yaml"),
-            "arg": _args(camera="sim", detector_model=cfg.detector_model)}})
-    entities.append(_controller_node(cfg))
-    return entities
+def graph_launch(cfg: GraphConfig, overrides: Path) -> dict[str, object]:
+    """The launch file's structure (launch_yaml): demo.launch.yaml with this run's arguments."""
+    policy = cfg.controller == "policy"
+    args = {"sim": "true", "seed": cfg.seed, "servo_port": cfg.servo_port_link,
+            "servo_port_link": cfg.servo_port_link, "perception": str(cfg.perception).lower(),
+            "detector_model": cfg.detector_model, "policy": str(policy).lower(),
+            "policy_model": cfg.policy_model, "chunk_mode": cfg.chunk_mode,
+            "teleop": "none" if policy else "expert", "overrides": overrides}
+    return {"launch": [{"include": {
+        "file": str(cfg.launch_dir / "demo.launch.yaml"),
+        "arg": [{"name": name, "value": str(value)} for name, value in args.items()]}}]}
 
 
-def graph_launch_text(cfg: GraphConfig) -> str:
-    """The evaluation graph as a YAML launch file."""
-    head = (f"# Evaluation graph written by armstack_eval ({cfg.controller} controller).\n"
-            "# Run it again with: armstack launch <this file>\n")
-    return head + yaml.safe_dump({"launch": graph_entities(cfg)}, sort_keys=False, width=100)
+def write_graph_launch(cfg: GraphConfig, directory: Path) -> Path:
+    """Write the launch file and its overrides into `directory`; the launch file's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    overrides = directory / OVERRIDES_FILE
+    overrides.write_text("# Parameters of this evaluation over config/*.yaml (armstack_eval).\n"
+                         + yaml.safe_dump(graph_overrides(cfg), sort_keys=False))
+    launch_file = directory / LAUNCH_FILE
+    launch_file.write_text(
+        f"# Evaluation graph written by armstack_eval ({cfg.controller} controller).\n"
+        "# Run it again with: armstack launch <this file>\n"
+        + yaml.safe_dump(graph_launch(cfg, overrides.resolve()), sort_keys=False, width=100))
+    return launch_file

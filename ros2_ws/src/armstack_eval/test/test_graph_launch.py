@@ -9,17 +9,18 @@ import yaml
 
 from armstack_bringup.planner import plan_launch
 from armstack_common import paths
-from armstack_eval.graph_launch import GraphConfig, graph_launch_text
+from armstack_eval.graph_launch import GraphConfig, write_graph_launch
 
 
 def _config(**overrides) -> GraphConfig:
-    return GraphConfig(launch_dir=paths.config_dir().parent / "launch", config_dir=paths.config_dir(),
+    return GraphConfig(launch_dir=paths.config_dir().parent / "launch",
                        servo_port_link="/tmp/test_eval/servo_bus", **overrides)
 
 
 def _plan(tmp_path, cfg: GraphConfig):
-    launch_file = tmp_path / "graph.launch.yaml"
-    launch_file.write_text(graph_launch_text(cfg))
+    launch_file = write_graph_launch(cfg, tmp_path / "report")
+    # the graph users launch themselves, with this run's arguments and overrides
+    assert "demo.launch.yaml" in launch_file.read_text()
     params = tmp_path / "params"
     params.mkdir()
     plan = plan_launch(launch_file, {}, os.environ, params)
@@ -45,7 +46,9 @@ def test_policy_graph_runs_perception_policy_and_motion(tmp_path):
     sim = _parameters(processes["sim_node"], params)
     assert sim["seed"] == 4 and sim["objects"] == ["red"]
     assert sim["servo_port_link"] == "/tmp/test_eval/servo_bus"
-    assert _parameters(processes["driver_node"], params)["port"] == "/tmp/test_eval/servo_bus"
+    driver = _parameters(processes["driver_node"], params)
+    assert driver["port"] == "/tmp/test_eval/servo_bus"
+    assert driver["reply_margin_ms"] == 100.0 and driver["read_retries"] == 10  # the sim's bus
     policy = _parameters(processes["policy_node"], params)
     assert policy["model_path"] == "/m/p.onnx" and policy["chunk_mode"] == "temporal_ensemble"
     assert policy["start_running"] is False and policy["min_inference_period"] == 0.5
@@ -64,7 +67,7 @@ def test_expert_graph_without_perception(tmp_path):
 @pytest.mark.parametrize("overrides, field", [
     ({"controller": "human"}, "controller"),
     ({"objects": ()}, "objects"),
-    ({"camera_rate": 0.0}, "camera_rate"),
+    ({"expert_time_limit": 0.0}, "expert_time_limit"),
     ({"seed": -1}, "seed"),
 ])
 def test_config_errors_name_the_field(overrides, field):
