@@ -101,7 +101,6 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJo
     buffer = ChunkBuffer(ChunkBufferConfig(
         mode="receding_horizon", chunk_size=card.chunk_size, action_dim=card.action_dim,
         dt=card.dt, max_chunks=2, n_action_steps=card.n_action_steps))
-    substeps = max(1, round(card.dt / world.timestep))
     joint_targets.reset(world.joint_positions())
     servos.reset(world.joint_positions())
     times, ik_failures, step, rested = [], 0, 0, 0.0
@@ -117,9 +116,7 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJo
         goals, ok = joint_targets(action, world.joint_positions(), now)
         ik_failures += not ok
         servos.set_goals(goals)
-        for _ in range(substeps):
-            world.set_joint_targets(servos.step(world.timestep))
-            world.step(1)
+        servos.drive(world, card.dt)
         step += 1
         rested = rested + card.dt if world.object_in_bin(target) else 0.0
     in_bin = {n: world.object_in_bin(n) for n in world.object_names}

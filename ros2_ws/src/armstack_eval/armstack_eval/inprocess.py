@@ -166,9 +166,9 @@ class JointTargets:
             self._index = [joint_names.index(n) for n in layout.names]
             self.controller = None
         else:
-            self._ik_node = ik_node_config({**{spec.name: spec.default for spec in IK_NODE_PARAMS},
-                                            **_node_params("ik.yaml", "ik")})
-            self.controller = self._new_controller()
+            ik_node = ik_node_config({**{spec.name: spec.default for spec in IK_NODE_PARAMS},
+                                      **_node_params("ik.yaml", "ik")})
+            self.controller = IKController(urdf_path(), ik_node.ik, ik_node.controller)
             missing = [n for n in self.controller.joint_names if n not in joint_names]
             if missing:
                 raise ValueError(f"the IK node's joints {missing} are not joints of the "
@@ -180,10 +180,7 @@ class JointTargets:
         """A new episode with the arm at `measured` (all simulator joints): targets hold it."""
         np.copyto(self._targets, measured)
         if self.controller is not None:
-            self.controller = self._new_controller()  # no target, limiter state or clock
-
-    def _new_controller(self) -> IKController:
-        return IKController(urdf_path(), self._ik_node.ik, self._ik_node.controller)
+            self.controller.reset()  # no target, limiter state or clock
 
     def __call__(self, action: np.ndarray, measured: np.ndarray,
                  now: float) -> tuple[np.ndarray, bool]:
@@ -250,7 +247,6 @@ class InProcessEvaluator:
             self.perception.reset()
         assembler = ObservationAssembler(self.observation_config)
         buffer = ChunkBuffer(self.buffer_config)
-        substeps = max(1, round(card.dt / world.timestep))
         if cfg.start_positions:
             world.set_joint_targets(np.array(cfg.start_positions))
         frame_steps = max(1, round(1.0 / (cfg.camera_fps * world.timestep)))
@@ -289,9 +285,7 @@ class InProcessEvaluator:
                 goals, ok = self.joint_targets(out.action, world.joint_positions(), now)
                 ik_failures += not ok
                 self.servos.set_goals(goals)
-            for _ in range(substeps):
-                world.set_joint_targets(self.servos.step(world.timestep))
-                world.step(1)
+            self.servos.drive(world, card.dt)
             step += 1
             if all(world.object_in_bin(n) for n in world.object_names):
                 t_success = step * card.dt if t_success is None else t_success

@@ -143,7 +143,12 @@ class IKController:
         self._urdf_velocity = np.array([joints[n].velocity for n in self.joint_names])  # (n+1,)
         self.check_config(config, ik_config)
         self.config = config
-        self._limiter = MotionLimiter(self._limits(config))
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to a new controller's state: no target, no motion, nothing measured, no clock
+        (the kinematics and settings stay; e.g. a new episode in an evaluation)."""
+        self._limiter = MotionLimiter(self._limits(self.config))
         self._target: np.ndarray | None = None  # (n+1,) last good target
         self._measured = np.full(len(self.joint_names), np.nan)  # (n+1,)
         self._measured_time: float | None = None

@@ -330,3 +330,20 @@ def test_malformed_joint_state_records_nothing():
     with pytest.raises(ValueError, match="7 names but 6 positions"):
         controller.set_measured(controller.joint_names, START[:-1], 0.0)
     assert controller.measured_age(0.0) is None
+
+
+def test_reset_makes_a_used_controller_behave_as_a_new_one():
+    used = make()
+    pose = offset_pose(used, dp=(0.03, -0.02, 0.02))
+    stream(used, pose, 0.0, 5)  # mid-move: a target, a velocity, a clock
+    assert used.moving and used.target is not None
+    used.reset()
+    assert used.command is None and used.target is None and not used.moving
+    assert used.measured_age(100.0) is None
+    # a new episode at another time: the same commands as a controller made for it
+    used.set_measured(used.joint_names, START, 50.0)
+    fresh = make()
+    fresh.set_measured(fresh.joint_names, START, 50.0)
+    _, after_reset = stream(used, pose, 50.0, 30)
+    _, new = stream(fresh, pose, 50.0, 30)
+    np.testing.assert_array_equal(after_reset, new)

@@ -9,11 +9,16 @@ trapezoid in each servo's tick frame, with the limits of config/robot/dynamixel.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from armstack_common.servo_config import ServoBusConfig
 
 from armstack_sim.dynamixel_servo import TrapezoidProfile, velocity_based_limits
+
+if TYPE_CHECKING:
+    from armstack_sim.world import SimWorld
 
 
 class ProfiledJoints:
@@ -42,3 +47,10 @@ class ProfiledJoints:
             profile.step(dt, vmax, amax)
             self._setpoints[k] = joint.to_joint(profile.position)
         return self._setpoints
+
+    def drive(self, world: SimWorld, seconds: float) -> None:
+        """Advance `world` by `seconds` (at least one physics step), its joint setpoints
+        following the profiles at every physics step, as the servos' firmware does."""
+        for _ in range(max(1, round(seconds / world.timestep))):
+            world.set_joint_targets(self.step(world.timestep))
+            world.step(1)

@@ -52,3 +52,29 @@ def test_other_joints_hold_and_reset_stops_at_once():
     assert np.all(moving != setpoints) and np.all(np.abs(moving - start) < 0.01)
     servos.reset(start)
     assert servos.step(DT) == pytest.approx(setpoints)  # no leftover velocity
+
+
+def test_drive_moves_the_world_along_the_profiles():
+    from armstack_sim.world import SimWorld
+
+    world = SimWorld()
+    world.reset(0)
+    config = load_default_servo_config()
+    servos = ProfiledJoints(config)
+    start = world.joint_positions()
+    servos.reset(start)
+    goal = start.copy()
+    goal[0] += 0.3  # waist, rad
+    servos.set_goals(goal)
+    t0 = world.time
+    servos.drive(world, 0.02)  # one 50 Hz control period
+    assert world.time - t0 == pytest.approx(0.02, abs=world.timestep / 2)
+    # the world's setpoint is the profile's, 20 ms into a trapezoid from rest (a ramp at the
+    # profile acceleration, to a tick), not the goal
+    _, amax = _limits(config.joints[0])
+    tick = 1.0 / config.joints[0].ticks_per_unit
+    assert world.joint_targets()[0] - start[0] == pytest.approx(0.5 * amax * 0.02 ** 2,
+                                                                abs=2 * tick)
+    servos.drive(world, 1.5)
+    assert world.joint_targets()[0] == pytest.approx(goal[0], abs=tick)
+    assert world.joint_positions()[0] == pytest.approx(goal[0], abs=0.01)
