@@ -67,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=25, help="frames between checked chunks")
     parser.add_argument("--horizon", type=int, default=25, help="chunk steps compared")
     parser.add_argument("--max-shift", type=int, default=10, help="frames, either way")
+    parser.add_argument("--num-inference-steps", type=int, default=0,
+                        help="diffusion policies: DDIM steps (0: the model card's)")
     args = parser.parse_args(argv)
     if args.stride < 1 or args.horizon < 1 or args.max_shift < 0:
         parser.error("--stride and --horizon must be >= 1, --max-shift >= 0")
 
-    policy = load_policy(args.policy_model, RunnerConfig(intra_op_threads=1))
+    policy = load_policy(args.policy_model, RunnerConfig(
+        intra_op_threads=1, num_inference_steps=args.num_inference_steps))
     card = policy.card
     if card.cameras:
         parser.error(f"{args.policy_model} takes camera images; this tool checks models whose "
