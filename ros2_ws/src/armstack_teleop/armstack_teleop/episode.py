@@ -13,6 +13,12 @@ States and transitions (anything else is refused with a reason, state unchanged)
     recording --end-->      finished    the unfinished take counts as discarded
     idle      --end-->      finished
 
+With confirm_saves (a recorder follows the session and reports each take it kept or not,
+`recorder_verdict`), a saved take is unconfirmed until the recorder's verdict. A take the
+recorder did not keep turns from saved into discarded and its episode is redone; the session
+finishes once target_episodes takes are saved *and* confirmed, and no take starts while the
+saved ones already reach the target.
+
 Times are float seconds of whatever clock the caller uses (the node passes ROS time).
 Plain module: no rclpy.
 """
@@ -20,7 +26,9 @@ Plain module: no rclpy.
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import re
 from dataclasses import dataclass, replace
 
 logger = logging.getLogger(__name__)
@@ -61,6 +69,12 @@ class EpisodeStatus:
     saved: int
     discarded: int
     target_episodes: int  # 0: unlimited
+    unconfirmed: int = 0  # saved takes the recorder has not confirmed yet (confirm_saves)
+
+    @property
+    def target_saved(self) -> bool:
+        """As many takes saved as the session wants (confirmed or not)."""
+        return self.target_episodes > 0 and self.saved >= self.target_episodes
 
     @property
     def summary(self) -> str:
@@ -73,7 +87,8 @@ class EpisodeStatus:
         if self.state is State.RECORDING:
             return f"{text} (take {self.take})"
         last = f"; take {self.take} {self.outcome.value}" if self.take else ""
-        return f"{text}{last} ({self.saved} saved, {self.discarded} discarded)"
+        waiting = f", {self.unconfirmed} awaiting the recorder" if self.unconfirmed else ""
+        return f"{text}{last} ({self.saved} saved, {self.discarded} discarded{waiting})"
 
 
 @dataclass(frozen=True)
@@ -86,10 +101,29 @@ class Transition:
     status: EpisodeStatus
 
 
+# The recorder's report of a take it followed names it "teleop take N" in `owner`
+# (armstack_recorder.teleop_follow.owner_of); `outcome` "saved" means kept.
+_RECORDER_OWNER = re.compile(r"teleop take (\d+)")
+
+
+def recorder_verdict_of(report: str) -> tuple[int, bool] | None:
+    """(take, kept) from a recorder/episode_report JSON text; None for a report of an episode
+    that no teleop take started (e.g. one started by the recorder/start service)."""
+    try:
+        fields = json.loads(report)
+        match = _RECORDER_OWNER.fullmatch(str(fields.get("owner", "")))
+    except (ValueError, AttributeError):
+        raise ValueError(f"not a recorder episode report: {report[:80]!r}") from None
+    if match is None:
+        return None
+    return int(match.group(1)), fields.get("outcome") == "saved"
+
+
 class EpisodeController:
     """The session's episode state machine (see the module docstring)."""
 
-    def __init__(self, task: str, source: str, target_episodes: int = 0, now: float = 0.0) -> None:
+    def __init__(self, task: str, source: str, target_episodes: int = 0, now: float = 0.0,
+                 confirm_saves: bool = False) -> None:
         if not task.strip():
             raise ValueError("EpisodeController.task must be a non-empty string")
         if target_episodes < 0:
@@ -99,6 +133,8 @@ class EpisodeController:
             outcome=Outcome.NONE, since=now, take_start=None, take_end=None,
             saved=0, discarded=0, target_episodes=target_episodes,
         )
+        self._confirm_saves = confirm_saves
+        self._unconfirmed: set[int] = set()  # takes saved here, not yet confirmed
 
     @property
     def status(self) -> EpisodeStatus:
@@ -136,9 +172,32 @@ class EpisodeController:
             return "the session has ended"
         if event is Event.START and state is State.RECORDING:
             return f"take {self._status.take} is already recording"
+        if event is Event.START and self._status.target_saved:
+            return (f"{self._status.saved} takes saved already; waiting for the recorder to "
+                    f"confirm take(s) {sorted(self._unconfirmed)}")
         if event in (Event.SAVE, Event.DISCARD) and state is not State.RECORDING:
             return "no take is recording"
         return None
+
+    def recorder_verdict(self, take: int, kept: bool, now: float) -> str | None:
+        """The recorder kept (saved) take `take`, or did not. A line for the log when that
+        changes anything; None for a take that is not awaiting a verdict (e.g. one of an
+        earlier session, replayed by the recorder's latched reports)."""
+        if take not in self._unconfirmed:
+            return None
+        self._unconfirmed.discard(take)
+        s = self._status
+        if kept:
+            s = replace(s, unconfirmed=len(self._unconfirmed))
+            line = f"the recorder saved take {take}"
+        else:
+            s = replace(s, saved=s.saved - 1, discarded=s.discarded + 1,
+                        episode_index=s.episode_index - 1, unconfirmed=len(self._unconfirmed))
+            line = f"the recorder did not keep take {take}: its episode is redone"
+        self._status = s
+        if s.state is State.IDLE and s.target_saved and not self._unconfirmed:
+            self._status = replace(s, state=State.FINISHED, since=now)
+        return f"{line}; {self._status.summary}"
 
     def _start(self, now: float) -> EpisodeStatus:
         s = self._status
@@ -148,9 +207,12 @@ class EpisodeController:
     def _save(self, now: float) -> EpisodeStatus:
         s = self._status
         saved = s.saved + 1
-        done = s.target_episodes > 0 and saved >= s.target_episodes
+        if self._confirm_saves:
+            self._unconfirmed.add(s.take)
+        done = s.target_episodes > 0 and saved >= s.target_episodes and not self._unconfirmed
         return replace(s, state=State.FINISHED if done else State.IDLE, outcome=Outcome.SAVED,
-                       since=now, take_end=now, saved=saved, episode_index=s.episode_index + 1)
+                       since=now, take_end=now, saved=saved, episode_index=s.episode_index + 1,
+                       unconfirmed=len(self._unconfirmed))
 
     def _discard(self, now: float) -> EpisodeStatus:
         s = self._status

@@ -128,6 +128,8 @@ class ExpertSession:
         if status.state is State.FINISHED:
             self.phase, self._expert = Phase.STOPPED, None
             return ExpertStep()
+        if status.state is State.IDLE and status.target_saved:
+            return ExpertStep()  # the recorder's verdicts decide whether more takes are needed
         if self.phase is Phase.RUNNING and status.state is not State.RECORDING:
             self.phase, self._expert = Phase.NEED_RESET, None
             return ExpertStep(note="take ended from outside the expert: resetting the scene")

@@ -34,6 +34,10 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("num_episodes", 0, "takes to save before the session ends by itself; 0: until told to end",
               range=(0, 1_000_000), read_only=True),
     ParamSpec("exit_on_end", True, "exit the node once the session has ended", read_only=True),
+    ParamSpec("recorder_confirms", False,
+              "a recorder follows this session: count a take saved only once the recorder reports "
+              "it kept it (recorder/episode_report); a take it drops is redone, and num_episodes "
+              "counts confirmed takes", read_only=True),
     ParamSpec("keyboard_episode_keys", True,
               "when stdin is a terminal, read episode keys (enter, backspace, ctrl-c) from it whatever "
               "the source", read_only=True),
@@ -111,6 +115,7 @@ class TeleopConfig:
     task: str
     num_episodes: int
     exit_on_end: bool
+    recorder_confirms: bool
     keyboard_episode_keys: bool
     base_frame: str
     diagnostics_period: float  # s
@@ -189,6 +194,7 @@ def teleop_config(values: dict[str, Any]) -> TeleopConfig:
         task=str(values["task"]),
         num_episodes=int(values["num_episodes"]),
         exit_on_end=bool(values["exit_on_end"]),
+        recorder_confirms=bool(values["recorder_confirms"]),
         keyboard_episode_keys=bool(values["keyboard_episode_keys"]),
         base_frame=str(values["base_frame"]),
         diagnostics_period=float(values["diagnostics_period"]),

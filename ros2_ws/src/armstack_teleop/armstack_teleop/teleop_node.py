@@ -5,7 +5,8 @@ controlled by keys, buttons and services.
 Publishes `ee_command` (keyboard, gamepad, expert) or `joint_command` (leader arm) at `rate`,
 `teleop/episode` (armstack_interfaces/EpisodeStatus, latched) on every change of the episode
 state, and `diagnostics`. Subscribes `joint_states` (the expert also `sim/ground_truth` and
-optionally `sim/ee_pose`, and calls `sim/reset` between takes). Services (std_srvs/Trigger):
+optionally `sim/ee_pose`, and calls `sim/reset` between takes; with recorder_confirms also
+`recorder/episode_report`). Services (std_srvs/Trigger):
 teleop/start_episode, teleop/save_episode, teleop/discard_episode, teleop/end_session.
 The logic is in the plain modules of this package; this file wires ROS.
 """
@@ -27,6 +28,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from armstack_common import paths
@@ -36,7 +38,8 @@ from armstack_common.params import NodeParameters
 from armstack_common.servo_config import load_default_servo_config, load_servo_config
 from armstack_common.stats import RateMeter
 from armstack_teleop import ros_conv
-from armstack_teleop.episode import EpisodeController, EpisodeStatus, Event, State, Transition
+from armstack_teleop.episode import (EpisodeController, EpisodeStatus, Event, State, Transition,
+                                     recorder_verdict_of)
 from armstack_teleop.jog import EETarget
 from armstack_teleop.keyboard import HELP, KeyboardTeleop, TerminalKeys
 from armstack_teleop.node_config import TELEOP_PARAMS, TeleopConfig, teleop_config
@@ -56,7 +59,8 @@ class TeleopNode(Node):
         self.cfg = cfg
         self.done = False  # main() stops spinning when set
         self._exit_at: float | None = None
-        self._episodes = EpisodeController(cfg.task, cfg.source, cfg.num_episodes, self.now())
+        self._episodes = EpisodeController(cfg.task, cfg.source, cfg.num_episodes, self.now(),
+                                           confirm_saves=cfg.recorder_confirms)
         # FK only: no start table for IK restarts.
         self._kin = ArmKinematics(paths.urdf_path(), IKConfig(start_table_size=0))
         self._joints: dict[str, float] = {}
@@ -71,6 +75,13 @@ class TeleopNode(Node):
         for name, event in (("start_episode", Event.START), ("save_episode", Event.SAVE),
                             ("discard_episode", Event.DISCARD), ("end_session", Event.END)):
             self.create_service(Trigger, f"teleop/{name}", lambda _req, res, e=event: self._on_service(e, res))
+        if cfg.recorder_confirms:
+            # latched as the recorder publishes them; replayed reports of takes this session
+            # did not save are ignored
+            reports = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                 reliability=ReliabilityPolicy.RELIABLE)
+            self.create_subscription(String, "recorder/episode_report", self._on_recorder_report,
+                                     reports)
 
         self._target = EETarget(cfg.jog) if cfg.source in ("keyboard", "gamepad") else None
         self._gamepad: GamepadSource | None = None
@@ -171,10 +182,28 @@ class TeleopNode(Node):
             self.get_logger().warning(f"[{origin}] {event.value} refused: {transition.message}")
             return transition
         self.get_logger().info(f"[{origin}] {transition.message}")
-        self._publish_status()
-        if self._episodes.state is State.FINISHED and self.cfg.exit_on_end:
-            self._exit_at = self.now() + _LINGER_AFTER_END
+        self._status_changed()
         return transition
+
+    def _on_recorder_report(self, msg: String) -> None:
+        try:
+            verdict = recorder_verdict_of(msg.data)
+        except ValueError as exc:
+            self.get_logger().warning(str(exc))
+            return
+        line = None if verdict is None else self._episodes.recorder_verdict(*verdict, self.now())
+        if line is None:
+            return
+        if verdict[1]:
+            self.get_logger().info(f"[recorder] {line}")
+        else:
+            self.get_logger().warning(f"[recorder] {line}")
+        self._status_changed()
+
+    def _status_changed(self) -> None:
+        self._publish_status()
+        if self._episodes.state is State.FINISHED and self.cfg.exit_on_end and self._exit_at is None:
+            self._exit_at = self.now() + _LINGER_AFTER_END
 
     def _publish_status(self) -> None:
         self._status_pub.publish(ros_conv.status_msg(self._episodes.status))

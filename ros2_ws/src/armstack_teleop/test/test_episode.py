@@ -126,3 +126,60 @@ def test_task_changes_apply_to_the_status() -> None:
 def test_invalid_construction_names_the_field(task: str, target: int, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         EpisodeController(task, "keyboard", target)
+
+
+def _take(c: EpisodeController, t: float) -> int:
+    c.apply(Event.START, t)
+    c.apply(Event.SAVE, t + 0.5)
+    return c.status.take
+
+
+def test_with_confirm_saves_a_take_the_recorder_dropped_is_redone() -> None:
+    c = EpisodeController("t", "expert", target_episodes=2, confirm_saves=True)
+    first = _take(c, 0.0)
+    assert (c.status.saved, c.status.unconfirmed, c.state) == (1, 1, State.IDLE)
+    assert "1 awaiting the recorder" in c.status.summary
+    assert c.recorder_verdict(first, kept=True, now=1.0).startswith("the recorder saved take 1")
+    second = _take(c, 2.0)
+    # the target is reached but not confirmed: no new take starts meanwhile
+    assert c.state is State.IDLE and c.status.target_saved
+    refused = c.apply(Event.START, 3.0)
+    assert not refused.accepted and "waiting for the recorder" in refused.message
+    line = c.recorder_verdict(second, kept=False, now=4.0)
+    assert line.startswith("the recorder did not keep take 2")
+    s = c.status
+    assert (s.state, s.saved, s.discarded, s.episode_index, s.unconfirmed) == \
+        (State.IDLE, 1, 1, 1, 0)
+    third = _take(c, 5.0)
+    assert c.state is State.IDLE  # saved 2 again, awaiting the verdict on take 3
+    c.recorder_verdict(third, kept=True, now=6.0)
+    assert c.state is State.FINISHED and (c.status.saved, c.status.discarded) == (2, 1)
+    assert c.status.since == 6.0
+
+
+def test_verdicts_on_takes_not_awaiting_one_change_nothing() -> None:
+    c = EpisodeController("t", "expert", target_episodes=3, confirm_saves=True)
+    take = _take(c, 0.0)
+    before = c.status
+    assert c.recorder_verdict(take + 5, kept=False, now=1.0) is None  # e.g. a replayed report
+    assert c.recorder_verdict(take, kept=True, now=1.0) is not None
+    assert c.recorder_verdict(take, kept=False, now=2.0) is None  # already decided
+    assert c.status.saved == before.saved == 1
+    # without confirm_saves nothing awaits a verdict
+    plain = EpisodeController("t", "expert", target_episodes=1)
+    assert plain.recorder_verdict(_take(plain, 0.0), kept=False, now=1.0) is None
+    assert plain.state is State.FINISHED and plain.status.unconfirmed == 0
+
+
+def test_recorder_reports_parse_to_take_and_verdict() -> None:
+    import json
+
+    from armstack_recorder.teleop_follow import owner_of
+    from armstack_teleop.episode import recorder_verdict_of
+
+    report = {"outcome": "saved", "owner": owner_of(7), "episode_index": 3}
+    assert recorder_verdict_of(json.dumps(report)) == (7, True)
+    assert recorder_verdict_of(json.dumps({**report, "outcome": "discarded"})) == (7, False)
+    assert recorder_verdict_of(json.dumps({**report, "owner": "service"})) is None
+    with pytest.raises(ValueError, match="not a recorder episode report"):
+        recorder_verdict_of("take 7 saved")

@@ -57,9 +57,11 @@ def fast_config(**changes) -> ExpertSessionConfig:
 class Run:
     """The session, an episode controller and the world, stepped at 50 Hz of simulated time."""
 
-    def __init__(self, config: ExpertSessionConfig, world: KinematicWorld | None = None, target: int = 1) -> None:
+    def __init__(self, config: ExpertSessionConfig, world: KinematicWorld | None = None, target: int = 1,
+                 confirm_saves: bool = False) -> None:
         self.session = ExpertSession(config)
-        self.episodes = EpisodeController("put the cubes in the bin", "expert", target)
+        self.episodes = EpisodeController("put the cubes in the bin", "expert", target,
+                                          confirm_saves=confirm_saves)
         self.world = world or KinematicWorld(config)
         self.now = 0.0
         self.events: list[Event] = []
@@ -113,6 +115,21 @@ def test_the_session_stops_after_the_target() -> None:
     for _ in range(10):
         run.step()
     assert run.session.phase is Phase.STOPPED and run.resets == 1
+
+
+def test_with_recorder_confirmation_the_expert_waits_for_the_verdict() -> None:
+    run = Run(fast_config(), target=1, confirm_saves=True)
+    run.until(lambda: Event.SAVE in run.events)
+    resets = run.resets
+    for _ in range(50):  # a second: the recorder has not answered
+        run.step()
+    assert run.resets == resets and run.events == [Event.START, Event.SAVE]
+    # the recorder dropped the take: the expert resets the scene and records another one
+    run.episodes.recorder_verdict(run.episodes.status.take, kept=False, now=run.now)
+    run.until(lambda: run.events.count(Event.SAVE) == 2)
+    assert run.resets == resets + 1 and run.episodes.state is State.IDLE
+    run.episodes.recorder_verdict(run.episodes.status.take, kept=True, now=run.now)
+    assert run.episodes.state is State.FINISHED
 
 
 def test_failed_take_is_discarded_and_redone() -> None:

@@ -115,6 +115,41 @@ def test_services_control_the_episodes(launch_node, probe) -> None:
     arm.close()
 
 
+def test_recorder_verdicts_count_takes(launch_node, probe) -> None:
+    """recorder_confirms: a take the recorder reports not kept is redone; the session ends
+    (and the node exits) once the target is saved and confirmed."""
+    import json
+
+    from std_msgs.msg import String
+
+    arm = Arm(probe, "/rc/")
+    reports = probe.node.create_publisher(String, "/rc/recorder/episode_report", LATCHED)
+    node = launch_node("--params-file", str(config_file("teleop.yaml")), "-r", "__ns:=/rc",
+                       "-p", "num_episodes:=1", "-p", "recorder_confirms:=true")
+    probe.spin_until(lambda: arm.statuses, 30.0, "the episode state", node)
+
+    def call(name: str, state_after: tuple) -> None:
+        assert probe.call(arm.services[name], Trigger.Request(), node).success
+        probe.spin_until(lambda: state(arm.statuses[-1]) == state_after, 5.0, f"state {state_after}", node)
+
+    def report(take: int, outcome: str) -> None:
+        reports.publish(String(data=json.dumps({"outcome": outcome, "owner": f"teleop take {take}"})))
+
+    call("start_episode", ("recording", 1, 0, 0, 0))
+    call("save_episode", ("idle", 1, 1, 0, 1))  # the target, but not confirmed: no exit
+    assert arm.statuses[-1].summary.endswith("(1 saved, 0 discarded, 1 awaiting the recorder)")
+    assert not probe.call(arm.services["start_episode"], Trigger.Request(), node).success
+    report(1, "discarded")
+    probe.spin_until(lambda: state(arm.statuses[-1]) == ("idle", 1, 0, 1, 0), 5.0, "the redo", node)
+    call("start_episode", ("recording", 2, 0, 1, 0))
+    call("save_episode", ("idle", 2, 1, 1, 1))
+    report(2, "saved")
+    probe.spin_until(lambda: arm.statuses[-1].state == "finished", 5.0, "the end", node)
+    assert node.wait(5.0) == 0, node.log()
+    assert "the recorder did not keep take 1" in node.log()
+    arm.close()
+
+
 def test_keys_typed_in_the_terminal(launch_node, probe) -> None:
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
