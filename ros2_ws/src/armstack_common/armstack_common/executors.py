@@ -32,7 +32,6 @@ class SubmitOnceExecutor(MultiThreadedExecutor):
         super().__init__(num_threads=num_threads, **kwargs)
         self._queued: dict[Any, threading.Event] = {}  # Task -> set once a worker starts it
         self._queued_lock = threading.Lock()
-        self.submissions = 0  # callbacks handed to the pool
 
     def _spin_once_impl(self, timeout_sec: Any = None,
                         wait_condition: Callable[[], bool] = lambda: False) -> None:
@@ -50,7 +49,6 @@ class SubmitOnceExecutor(MultiThreadedExecutor):
         if queued:
             started.wait(REQUEUE_WAIT_S)
             return
-        self.submissions += 1
         self._executor.submit(self._start, handler, started)
         self._futures.append(handler)
         for future in self._futures[:]:

@@ -194,10 +194,15 @@ class EpisodeController:
             s = replace(s, saved=s.saved - 1, discarded=s.discarded + 1,
                         episode_index=s.episode_index - 1, unconfirmed=len(self._unconfirmed))
             line = f"the recorder did not keep take {take}: its episode is redone"
-        self._status = s
-        if s.state is State.IDLE and s.target_saved and not self._unconfirmed:
-            self._status = replace(s, state=State.FINISHED, since=now)
+        self._status = self._finished_when_confirmed(s, now)
         return f"{line}; {self._status.summary}"
+
+    def _finished_when_confirmed(self, s: EpisodeStatus, now: float) -> EpisodeStatus:
+        """`s`, or the session finished when it is idle with the target saved and no saved
+        take awaits the recorder's verdict."""
+        if s.state is State.IDLE and s.target_saved and not self._unconfirmed:
+            return replace(s, state=State.FINISHED, since=now)
+        return s
 
     def _start(self, now: float) -> EpisodeStatus:
         s = self._status
@@ -206,13 +211,12 @@ class EpisodeController:
 
     def _save(self, now: float) -> EpisodeStatus:
         s = self._status
-        saved = s.saved + 1
         if self._confirm_saves:
             self._unconfirmed.add(s.take)
-        done = s.target_episodes > 0 and saved >= s.target_episodes and not self._unconfirmed
-        return replace(s, state=State.FINISHED if done else State.IDLE, outcome=Outcome.SAVED,
-                       since=now, take_end=now, saved=saved, episode_index=s.episode_index + 1,
-                       unconfirmed=len(self._unconfirmed))
+        return self._finished_when_confirmed(replace(
+            s, state=State.IDLE, outcome=Outcome.SAVED, since=now, take_end=now,
+            saved=s.saved + 1, episode_index=s.episode_index + 1,
+            unconfirmed=len(self._unconfirmed)), now)
 
     def _discard(self, now: float) -> EpisodeStatus:
         s = self._status
