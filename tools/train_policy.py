@@ -6,6 +6,8 @@ processes).
     python tools/train_policy.py --policy vla --dataset DATA --cameras color --action-kind ee \
         --steps 20000 --out runs/vla1 --set image_size=[96,128] --set chunk_size=8
     python tools/train_policy.py --policy act --dataset DATA --steps 100000 --out runs/act1 --resume
+    python tools/train_policy.py --policy act --dataset DATA --steps 10000 --out runs/act1_ft \
+        --init-from runs/act1/checkpoints/step_000100000.pt --lr-schedule cosine
     torchrun --nproc_per_node 2 tools/train_policy.py --policy diffusion --dataset DATA ...
 
 Policy hyperparameters keep their defaults unless set with --set NAME=VALUE (repeatable; JSON
@@ -44,6 +46,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps of the run")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's newest checkpoint")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights, policy config and layout, with a "
+                        "new optimizer, LR schedule and step count (fine-tuning); with --resume, "
+                        "an existing checkpoint in OUT wins")
     p.add_argument("--stop-at", type=int, help="stop (and checkpoint) at this step")
     p.add_argument("--batch-size", type=int, default=8, help="per process")
     p.add_argument("--lr", type=float, help="learning rate (default: the policy's preset)")
@@ -89,7 +95,7 @@ def main() -> int:
         grad_clip_norm=args.grad_clip, ema=args.ema if args.ema is not None else diffusion,
         seed=args.seed, save_every=args.save_every, log_every=args.log_every,
         keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
-        normalization=NormalizationConfig(min_scale=args.min_scale))
+        init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale))
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
         classes=_csv(classes), fields=_csv(args.object_fields))

@@ -235,7 +235,7 @@ def card_base(policy: Policy, ckpt: dict, weights: str) -> dict:
                           "features": policy.normalizer.to_dict(),
                           "config": ckpt["train_config"]["normalization"]},
         "dataset": dict(ckpt["dataset"]),
-        "training": {"steps": int(ckpt["step"]), "weights": weights,
+        "training": {"steps": int(ckpt["step"]), "weights": weights, "init": ckpt.get("init"),
                      "config": ckpt["train_config"]},
         "parity": None,
         "evaluation": None,  # filled by the evaluation tool
@@ -283,6 +283,16 @@ def _md_interface(card: dict) -> list[str]:
     return lines
 
 
+def md_training(card: dict) -> str:
+    training = card["training"]
+    line = f"- {training['steps']} training steps, {training['weights']} weights"
+    init = training.get("init")
+    if init:
+        line += (f"; the run started from the weights of `{init['path']}` (step {init['step']}), "
+                 f"{init['steps_before']} steps before this run in all")
+    return line
+
+
 def md_normalization(card: dict) -> list[str]:
     lines = ["## Normalization", "",
              f"{card['normalization']['convention']}, inside the graph for raw inputs/outputs:", ""]
@@ -317,8 +327,7 @@ def card_markdown(card: dict) -> str:
               (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
                f"episodes, {data['frames']} frames at {data['fps']} Hz"),
               *([f"- dataset recipe: {data['recipe']}"] if data.get("recipe") else []),
-              (f"- {card['training']['steps']} training steps, "
-               f"{card['training']['weights']} weights"),
+              md_training(card),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}",
               "", "## Evaluation", "", evaluation, ""]
     return "\n".join(lines)

@@ -75,6 +75,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     num_workers: int = 0
     stop_at: int | None = None  # stop (and checkpoint) at this step, e.g. for a time-boxed job
+    # A checkpoint whose weights (and policy config and layout) start this run, which then has
+    # its own optimizer, LR schedule and step count: fine-tuning, e.g. a decaying LR after a
+    # constant-LR run.
+    init_from: str | None = None
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
 
     def __post_init__(self) -> None:
@@ -264,12 +268,8 @@ def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
         logger.warning("--resume: no checkpoint in %s; starting a new run",
                        Path(cfg.out) / CHECKPOINT_DIR)
         return cfg, None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an armstack policy checkpoint")
+    ckpt = load_checkpoint(path, cfg.policy)
     saved = TrainConfig.from_dict(ckpt["train_config"])
-    if saved.policy != cfg.policy:
-        raise ValueError(f"{path} trains a {saved.policy!r} policy, not {cfg.policy!r}")
     if saved.steps != cfg.steps:
         logger.warning("resuming with steps=%d instead of %d: the LR schedule changes, so the run "
                        "is no longer identical to an uninterrupted one", cfg.steps, saved.steps)
@@ -279,21 +279,38 @@ def _resume_state(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
     return merged, ckpt
 
 
+def load_checkpoint(path: Path | str, policy: str) -> dict:
+    """An armstack checkpoint of a `policy` policy, or a ValueError naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint (tools/train_policy.py writes "
+                         f"OUT/{CHECKPOINT_DIR}/step_*.pt)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an armstack policy checkpoint")
+    if ckpt["kind"] != policy:
+        raise ValueError(f"{path} trains a {ckpt['kind']!r} policy, not {policy!r}")
+    return ckpt
+
+
 def train(cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
           resume: bool = False) -> Path:
     """Run (or continue) training; returns the last checkpoint written."""
     info, device = init_distributed()
     try:
-        ckpt = None
+        ckpt = init = None
         if resume:
             cfg, ckpt = _resume_state(cfg)
-            if ckpt is not None:
-                if config_summary(policy_cfg) != ckpt["policy_config"]:
-                    logger.warning("resuming: the checkpoint's policy config is used, the one "
-                                   "given now differs and is ignored")
-                policy_cfg = config_from_dict(ckpt["kind"], ckpt["policy_config"])
-                layout = FeatureLayout.from_dict(ckpt["layout"])
-        return _Trainer(cfg, policy_cfg, layout, info, device, ckpt).run()
+        source = ckpt
+        if ckpt is None and cfg.init_from is not None:
+            source = init = load_checkpoint(cfg.init_from, cfg.policy)
+        if source is not None:
+            if config_summary(policy_cfg) != source["policy_config"]:
+                logger.warning("the checkpoint's policy config is used, the one given now "
+                               "differs and is ignored")
+            policy_cfg = config_from_dict(source["kind"], source["policy_config"])
+            layout = FeatureLayout.from_dict(source["layout"])
+        return _Trainer(cfg, policy_cfg, layout, info, device, ckpt, init).run()
     finally:
         if info.distributed:
             dist.destroy_process_group()
@@ -301,7 +318,8 @@ def train(cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
 
 class _Trainer:
     def __init__(self, cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
-                 info: DistInfo, device: torch.device, ckpt: dict | None) -> None:
+                 info: DistInfo, device: torch.device, ckpt: dict | None,
+                 init: dict | None = None) -> None:
         self.cfg, self.info, self.device = cfg, info, device
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -315,6 +333,10 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.ema = EMA(self.policy, cfg.ema_power, cfg.ema_max_decay) if cfg.ema else None
         self.step = 0
+        self.init_info = (ckpt or {}).get("init") if init is None else {
+            "path": str(Path(cfg.init_from).resolve()), "step": int(init["step"]),
+            "steps_before": int(init["step"]) + int((init.get("init") or {}).get(
+                "steps_before", 0))}
         # Hashing reads every data file: rank 0 alone does it, as it alone writes checkpoints.
         self.dataset_info = self._describe_dataset() if info.is_main else {}
         if ckpt is not None:
@@ -324,6 +346,11 @@ class _Trainer:
                                ckpt["dataset"]["path"])
             self._restore(ckpt)
         else:
+            if init is not None:
+                # Raw weights, not the EMA: the new run's own EMA starts from them.
+                self.policy.load_state_dict(init["model"])
+                logger.info("starting from the weights of %s (step %d)", cfg.init_from,
+                            init["step"])
             random.seed(cfg.seed + info.rank)
             np.random.seed(cfg.seed + info.rank)
             torch.manual_seed(cfg.seed + info.rank)  # dropout, latent and noise differ per rank
@@ -415,6 +442,7 @@ class _Trainer:
                      "policy_config": config_summary(self.policy.config),
                      "layout": self.policy.layout.to_dict(), "train_config": self.cfg.to_dict(),
                      "dataset": self.dataset_info, "step": self.step,
+                     "init": self.init_info,
                      "model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(),
                      "ema": None if self.ema is None else self.ema.shadow, "rng": rng}

@@ -38,6 +38,7 @@ from armstack_learning.export import (
     example_observation,
     fmt_values,
     md_normalization,
+    md_training,
     named_units,
 )
 from armstack_learning.features import LANGUAGE_KEY
@@ -307,8 +308,7 @@ def vla_card_markdown(card: dict) -> str:
     lines += ["", "## Provenance", "",
               (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
                f"episodes, {data['frames']} frames at {data['fps']} Hz"),
-              (f"- {card['training']['steps']} training steps, "
-               f"{card['training']['weights']} weights"),
+              md_training(card),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}", "",
               ADAPTER_NOTES, "", "## Evaluation", "", evaluation, ""]
     return "\n".join(lines)

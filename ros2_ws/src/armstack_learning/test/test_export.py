@@ -15,6 +15,7 @@ from armstack_learning.export import (  # noqa: E402
     check_parity,
     export_checkpoint,
     export_onnx,
+    md_training,
 )
 from armstack_learning.factory import policy_from_checkpoint  # noqa: E402
 from armstack_learning.train import TrainConfig, train  # noqa: E402
@@ -82,12 +83,23 @@ def test_act_card(act_export, dataset_root):
     assert set(norm) == {"observation.state", "observation.environment_state", "action"}
     assert card["dataset"]["sha256"] == dataset_fingerprint(dataset_root)
     assert card["dataset"]["episodes"] == 3 and card["training"]["steps"] == 3
+    assert card["training"]["init"] is None
     assert card["evaluation"] is None
     meta = {p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}
     assert json.loads(meta[METADATA_CARD_KEY])["normalization"] == card["normalization"]
     assert onnx.load(str(result.onnx_path)).opset_import[0].version >= 17
     md = (result.card_path.parent / "MODEL_CARD.md").read_text()
     assert "joint_command" in md and "red_cube_present [flag]" in md and card["dataset"]["sha256"] in md
+
+
+def test_card_names_the_checkpoint_a_fine_tune_started_from():
+    card = {"training": {"steps": 500, "weights": "raw",
+                         "init": {"path": "/runs/a/step_9.pt", "step": 9, "steps_before": 9}}}
+    assert md_training(card) == ("- 500 training steps, raw weights; the run started from the "
+                                 "weights of `/runs/a/step_9.pt` (step 9), 9 steps before this "
+                                 "run in all")
+    assert md_training({"training": {**card["training"], "init": None}}) == (
+        "- 500 training steps, raw weights")
 
 
 def test_diffusion_denoiser_and_ddim_parity(diffusion_export):

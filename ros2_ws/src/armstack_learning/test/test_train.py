@@ -74,6 +74,37 @@ def test_resume_without_checkpoint_starts_fresh_and_at_end_does_nothing(
               tiny_act_config(), layout, resume=True)
 
 
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
+        tmp_path, dataset_root, layout, tiny_act_config):
+    source = train(_config(dataset_root, tmp_path / "a", "act"), tiny_act_config(), layout)
+    # A negligible LR: the fine-tuned weights stay those of the source, not a fresh init. The
+    # policy config given now (another dim_model) yields to the checkpoint's.
+    tuned = train(_config(dataset_root, tmp_path / "b", "act", steps=2, lr=1e-12,
+                          lr_schedule="cosine", init_from=str(source)),
+                  tiny_act_config(dim_model=48), layout)
+    a = torch.load(source, weights_only=False)
+    b = torch.load(tuned, weights_only=False)
+    assert b["step"] == 2 and b["scheduler"]["last_epoch"] == 2
+    assert b["policy_config"] == a["policy_config"]
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=0, atol=1e-8, msg=name)
+    assert b["init"] == {"path": str(source.resolve()), "step": 6, "steps_before": 6}
+    # A second fine-tune counts every step before it; resuming one keeps its origin.
+    again = train(_config(dataset_root, tmp_path / "c", "act", steps=1, init_from=str(tuned)),
+                  tiny_act_config(), layout)
+    assert torch.load(again, weights_only=False)["init"]["steps_before"] == 8
+    resumed = train(_config(dataset_root, tmp_path / "b", "act", steps=3, lr=1e-12,
+                            lr_schedule="cosine", init_from=str(source)),
+                    tiny_act_config(), layout, resume=True)
+    assert torch.load(resumed, weights_only=False)["init"] == b["init"]
+    with pytest.raises(ValueError, match="no such checkpoint.*train_policy.py"):
+        train(_config(dataset_root, tmp_path / "d", "act", init_from=str(tmp_path / "x.pt")),
+              tiny_act_config(), layout)
+    with pytest.raises(ValueError, match="'act' policy, not 'diffusion'"):
+        train(_config(dataset_root, tmp_path / "d", "diffusion", init_from=str(source)),
+              tiny_act_config(), layout)
+
+
 def test_checkpoints_are_pruned(tmp_path, dataset_root, layout, tiny_act_config):
     train(_config(dataset_root, tmp_path, "act", steps=5, save_every=1, keep_checkpoints=2),
           tiny_act_config(), layout)
