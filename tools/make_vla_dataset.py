@@ -6,15 +6,25 @@ Each episode resets the MuJoCo world (all cubes at random poses), picks one cube
 phrases an instruction naming its colour ("put the red cube in the bin", or one of the other
 templates) and lets the scripted expert move only that cube into the bin. Frames are sampled
 at --fps as the recorder samples the graph: observation.state = measured joints,
-observation.images.<camera> = the calibrated camera's frame downscaled with INTER_AREA (the
-policy node's resize), observation.environment_state = the true cube positions, action =
-the expert's ee_command (x, y, z, qx, qy, qz, qw, gripper; qw >= 0), task = the instruction.
-Only episodes where the named cube ends in the bin and no other cube does are kept.
+observation.images.<camera> = the calibrated camera's frame, observation.environment_state =
+the true cube positions, action = the expert's ee_command (x, y, z, qx, qy, qz, qw, gripper;
+qw >= 0), task = the instruction. Only episodes where the named cube ends in the bin and no
+other cube does are kept.
 
-The expert holds still while the gripper closes (close_time) and opens (open_time); once the
-fingers have stopped, the observation stays the same until the arm moves on, so a policy
-cannot tell when to move on. The defaults here keep those pauses just long enough for the
-fingers to close on the cube (about 0.13 s in the simulator) or open.
+What the policy sees and does here is what it will see and do in the graph:
+- The expert's commands go through the IK node's controller and the servos' motion profiles
+  (armstack_eval.inprocess.JointTargets, armstack_sim.ProfiledJoints), as in the graph and in
+  tools/eval_vla_inprocess.py. Commanding the simulator's joints directly gives an arm that
+  tracks faster than the servos let it, and a policy trained on it stalls in states it never
+  saw.
+- Frames are stored at the camera's resolution (default) and shrunk at training time, as the
+  policy node shrinks live frames. Video keeps colour at half resolution (yuv420p): stored at
+  the network's 96x128, the few-pixel cubes' colours smear (per-pixel error p99 0.09, max 0.6
+  against the live frame) and a policy trained on them fails on live frames; stored at 480x640
+  and then shrunk, p99 0.016 (test_vla_tools.py checks the bound).
+
+The expert holds still while the gripper closes (close_time) and opens (open_time): by default
+the recording sessions' times (config/teleop.yaml), which the gripper servo's profile needs.
 
     python tools/make_vla_dataset.py --out ~/armstack_data/vla_sim --episodes 200 --seed 0
 """
@@ -31,12 +41,16 @@ from pathlib import Path
 import numpy as np
 
 _REPO = Path(__file__).resolve().parents[1]
-for _pkg in ("armstack_common", "armstack_sim", "armstack_recorder"):
+for _pkg in ("armstack_common", "armstack_sim", "armstack_recorder", "armstack_eval",
+             "armstack_policy", "armstack_ik"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 import cv2  # noqa: E402
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
+from armstack_common.servo_config import load_default_servo_config  # noqa: E402
+from armstack_eval.inprocess import JointTargets, node_params  # noqa: E402
+from armstack_policy.actions import ActionLayout  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     CameraSpec,
@@ -53,6 +67,7 @@ from armstack_recorder.observation import (  # noqa: E402
 )
 from armstack_recorder.video import CODECS, VideoConfig  # noqa: E402
 from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe  # noqa: E402
+from armstack_sim.profiled_joints import ProfiledJoints  # noqa: E402
 from armstack_sim.world import CUBE_PALETTE, SimConfig, SimWorld  # noqa: E402
 
 logger = logging.getLogger("make_vla_dataset")
@@ -101,36 +116,53 @@ def camera_frame(world: SimWorld, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def record_episode(world: SimWorld, kinematics: ArmKinematics, writer: LeRobotDatasetWriter,
+@dataclass
+class ArmPath:
+    """ee actions -> joints, the graph's way: the IK node's controller, then the servos'
+    motion profiles."""
+
+    kinematics: ArmKinematics
+    joint_targets: JointTargets
+    servos: ProfiledJoints
+
+    @classmethod
+    def for_world(cls, world: SimWorld) -> ArmPath:
+        return cls(ArmKinematics(urdf_path()),
+                   JointTargets(ActionLayout("ee", tuple(EE_ACTION_NAMES)), world.joint_names),
+                   ProfiledJoints(load_default_servo_config()))
+
+    def reset(self, world: SimWorld) -> None:
+        self.joint_targets.reset(world.joint_positions())
+        self.servos.reset(world.joint_positions())
+
+
+def record_episode(world: SimWorld, arm: ArmPath, writer: LeRobotDatasetWriter,
                    spec: EpisodeSpec, expert_config: ExpertConfig, fps: int,
                    image_size: tuple[int, int], time_limit: float, tail: float) -> EpisodeOutcome:
     """Run the expert on spec.target and write the frames; save or discard by the outcome."""
     world.reset(spec.seed)
+    arm.reset(world)
     expert = PickPlaceExpert(expert_config, world.bin_center, world.config.bin_inner_size,
                              [spec.target])
     slots = ObjectSlots(tuple(world.object_names))
-    substeps = max(1, round(1.0 / (fps * world.timestep)))
-    command = world.joint_targets()  # (7,)
     writer.start_episode(spec.instruction)
     frames, done_at = 0, None
     while world.time < time_limit:
-        obs = observe(world, kinematics)
-        act = expert.act(obs)
+        act = expert.act(observe(world, arm.kinematics))
         if act.done and done_at is None:
             done_at = world.time
         if done_at is not None and world.time - done_at >= tail:
             break
-        solution = kinematics.ik(act.ee_pose, world.joint_positions()[:-1])
-        command = np.append(solution.q if solution.success else command[:-1], act.gripper)
-        detections = [Detection(o.name, 1.0, tuple(o.position)) for o in world.object_poses()]
         action = ee_action(act.ee_pose[:3, 3], matrix_to_quat_xyzw(act.ee_pose[:3, :3]),
                            act.gripper, BASE_FRAME, BASE_FRAME)
+        detections = [Detection(o.name, 1.0, tuple(o.position)) for o in world.object_poses()]
         writer.add_frame(world.joint_positions().astype(np.float32), action,
                          slots.vector(detections, BASE_FRAME, BASE_FRAME),
                          {CAMERA: camera_frame(world, image_size)})
         frames += 1
-        world.set_joint_targets(command)
-        world.step(substeps)
+        goals, _ = arm.joint_targets(action, world.joint_positions(), world.time)
+        arm.servos.set_goals(goals)
+        arm.servos.drive(world, 1.0 / fps)
     reason = ""
     if done_at is None:
         reason = f"expert not done within {time_limit} s"
@@ -171,17 +203,19 @@ def main() -> int:
     p.add_argument("--episodes", type=int, required=True, help="episodes to attempt")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--fps", type=int, default=30, help="dataset rate (the recorder's default)")
-    p.add_argument("--image-size", type=_size, default=(96, 128),
-                   help="H,W of the stored frames (480,640 = the camera's own)")
+    p.add_argument("--image-size", type=_size,
+                   help="H,W of the stored frames (default: the camera's own; see the module doc "
+                        "before storing them smaller)")
     p.add_argument("--colors", default="red,green,blue",
                    help=f"cube colours of every scene, from {','.join(CUBE_PALETTE)}")
     p.add_argument("--time-limit", type=float, default=30.0, help="simulated s per episode")
     p.add_argument("--tail", type=float, default=0.5,
                    help="s recorded at rest after the expert is done")
-    p.add_argument("--close-time", type=float, default=0.2,
-                   help="s the expert waits for the gripper to close (see the module doc)")
-    p.add_argument("--open-time", type=float, default=0.15,
-                   help="s the expert waits for the gripper to open")
+    teleop = node_params("teleop.yaml", "teleop")
+    p.add_argument("--close-time", type=float, default=teleop["expert_close_time"],
+                   help="s the expert waits for the gripper to close (default: config/teleop.yaml)")
+    p.add_argument("--open-time", type=float, default=teleop["expert_open_time"],
+                   help="s the expert waits for the gripper to open (default: config/teleop.yaml)")
     p.add_argument("--codec", choices=CODECS, default="libx264")
     p.add_argument("--crf", type=int, default=18,
                    help="quality; low keeps the few-pixel cubes of small frames sharp")
@@ -190,15 +224,16 @@ def main() -> int:
         p.error("--episodes must be >= 1")
     logging.basicConfig(level=logging.WARNING)
     world = SimWorld(SimConfig(cube_colors=tuple(args.colors.split(","))))
-    kinematics = ArmKinematics(urdf_path())
+    arm = ArmPath.for_world(world)
+    image_size = args.image_size or world.render_rgbd()[0].shape[:2]
     video = VideoConfig(codec=args.codec, crf=args.crf)
     expert = ExpertConfig(close_time=args.close_time, open_time=args.open_time)
     kept, t0 = 0, time.perf_counter()
-    with open_writer(args.out, args.fps, args.image_size, world.object_names, video) as writer:
+    with open_writer(args.out, args.fps, image_size, world.object_names, video) as writer:
         for i in range(args.episodes):
             spec = episode_spec(world, args.seed + i)
-            out = record_episode(world, kinematics, writer, spec, expert, args.fps,
-                                 args.image_size, args.time_limit, args.tail)
+            out = record_episode(world, arm, writer, spec, expert, args.fps, image_size,
+                                 args.time_limit, args.tail)
             kept += out.kept
             print(f"episode seed {spec.seed:6d} {spec.instruction!r}: {out.frames} frames, "
                   + ("kept" if out.kept else f"DROPPED ({out.reason})"), flush=True)

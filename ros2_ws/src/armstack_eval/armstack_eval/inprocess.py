@@ -109,7 +109,7 @@ class EpisodeOutcome:
         return asdict(self)
 
 
-def _node_params(config_name: str, node: str) -> dict:
+def node_params(config_name: str, node: str) -> dict:
     """A node's ros__parameters in config/<config_name> (the launch files' parameter files)."""
     raw = yaml.safe_load(config_file(config_name).read_text(encoding="utf-8"))
     return raw[f"/**/{node}"]["ros__parameters"]
@@ -119,8 +119,8 @@ class Perception:
     """RGB-D frame -> objects in base_link: the detector and localization nodes' logic."""
 
     def __init__(self, world: SimWorld, detector_model: Path) -> None:
-        det_params = _node_params("perception.yaml", "detector")
-        loc_params = _node_params("perception.yaml", "localization")
+        det_params = node_params("perception.yaml", "detector")
+        loc_params = node_params("perception.yaml", "localization")
         det_cfg = DetectorNodeConfig.from_params({**det_params, "model_path": str(detector_model)})
         self.detector = OnnxDetector(det_cfg.detector_config(str(detector_model)))
         self.localizer = ObjectLocalizer(LocalizationNodeConfig.from_params(loc_params))
@@ -167,7 +167,7 @@ class JointTargets:
             self.controller = None
         else:
             ik_node = ik_node_config({**{spec.name: spec.default for spec in IK_NODE_PARAMS},
-                                      **_node_params("ik.yaml", "ik")})
+                                      **node_params("ik.yaml", "ik")})
             self.controller = IKController(urdf_path(), ik_node.ik, ik_node.controller)
             missing = [n for n in self.controller.joint_names if n not in joint_names]
             if missing:

@@ -58,6 +58,7 @@ def test_train_and_export_make_a_vla_with_its_card(vla_model):
 def _tool(name: str):  # noqa: ANN202 - the tool's module
     spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses resolve their annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -109,3 +110,45 @@ def test_dataset_maker_writes_language_conditioned_episodes(tmp_path):
     assert info["features"]["observation.images.color"]["shape"] == [48, 64, 3]
     assert info["features"]["action"]["names"][:3] == ["x", "y", "z"]
     assert info["total_episodes"] == 1 and info["total_tasks"] == 1
+
+
+def test_stored_frames_match_live_frames_after_decoding(tmp_path):
+    """What a VLA trains on (a stored frame, decoded and shrunk) must be what the policy node
+    feeds it (the live frame shrunk): the dataset maker stores frames at the camera's size for
+    that, because video halves the colour resolution and the cubes are a few pixels wide."""
+    from armstack_learning.data import resize_frames
+    from armstack_policy.observation import image_feature
+    from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
+    from armstack_recorder.video import VideoConfig
+
+    maker = _tool("make_vla_dataset")
+    world = maker.SimWorld(maker.SimConfig())
+    try:
+        live = []
+        for seed in range(6):
+            world.reset(seed)
+            live.append(world.render_rgbd()[0].copy())
+        names = world.object_names
+    finally:
+        world.close()
+    network = (96, 128)  # the VLA's default input
+    errors = {}
+    for size in (live[0].shape[:2], network):
+        root = tmp_path / f"{size[0]}x{size[1]}"
+        with maker.open_writer(root, 30, size, names, VideoConfig(codec="libx264", crf=18)) as w:
+            w.start_episode("put the red cube in the bin")
+            for rgb in live:
+                w.add_frame(np.zeros(7, np.float32), np.zeros(8, np.float32),
+                            np.zeros(3 * 4, np.float32),
+                            {maker.CAMERA: resize_frames(rgb[None], size)[0]})
+            w.save_episode()
+        reader = LeRobotDatasetReader(root)
+        times = np.asarray(reader.episode_data(0)["timestamp"])
+        trained = resize_frames(reader.decode_video(0, "observation.images." + maker.CAMERA, times),
+                                network).astype(np.float32) / 255.0
+        fed = np.stack([image_feature(rgb, network).transpose(1, 2, 0) for rgb in live])
+        errors[size] = np.abs(trained - fed)
+    stored_full = errors[live[0].shape[:2]]
+    assert np.percentile(stored_full, 99) < 0.03 and stored_full.max() < 0.25
+    # Stored at the network's size, the smeared colours are far off: the check can tell.
+    assert np.percentile(errors[network], 99) > 0.05
