@@ -14,7 +14,10 @@ ahead of itself in closed loop.
         --dataset DATA --episodes 0,25,49
 
 Prints per-joint median and p90 (over chunks) of the maximum absolute error over the
-horizon, and the median best shift. Models with camera inputs are not supported here (the
+horizon, and the median best shift. For end-effector policies it also prints the grasp error:
+at every recorded grasp (the gripper action falling below half open), the chunk predicted
+--grasp-lead frames earlier, its x/y at the grasp frame against the recorded ones. That is the
+error that decides whether a closed-loop grasp lands on the cube. Models with camera inputs are not supported here (the
 errors would need the videos decoded at every step; evaluate them in closed loop).
 """
 
@@ -67,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=25, help="frames between checked chunks")
     parser.add_argument("--horizon", type=int, default=25, help="chunk steps compared")
     parser.add_argument("--max-shift", type=int, default=10, help="frames, either way")
+    parser.add_argument("--grasp-lead", type=int, default=20,
+                        help="frames before each recorded grasp whose observation predicts it")
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
     args = parser.parse_args(argv)
-    if args.stride < 1 or args.horizon < 1 or args.max_shift < 0:
-        parser.error("--stride and --horizon must be >= 1, --max-shift >= 0")
+    if args.stride < 1 or args.horizon < 1 or args.max_shift < 0 or args.grasp_lead < 0:
+        parser.error("--stride and --horizon must be >= 1, --max-shift and --grasp-lead >= 0")
 
     policy = load_policy(args.policy_model, RunnerConfig(
         intra_op_threads=1, num_inference_steps=args.num_inference_steps))
@@ -93,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"dataset {ENV_STATE_KEY} names differ from the model's {env_names}")
 
     episodes = [int(e) for e in args.episodes.split(",")]
-    errors, shifts = [], []
+    errors, shifts, grasp_errors = [], [], []
+    grasp = (card.action_names.index("gripper"), card.action_names.index("x"),
+             card.action_names.index("y")) if card.action_kind == "ee" else None
+    if grasp is not None and args.grasp_lead >= card.chunk_size:
+        parser.error(f"--grasp-lead {args.grasp_lead} must be below the chunk size "
+                     f"{card.chunk_size}")
     for ep in episodes:
         data = reader.episode_data(ep)
         state = np.stack(data[STATE_KEY]).astype(np.float32)
@@ -107,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             chunk = policy.predict_chunk(obs)
             errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
             shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))
+        if grasp is not None:
+            for t in grasp_frames(actions[:, grasp[0]]):
+                obs = {STATE_KEY: history(state, max(0, t - args.grasp_lead), card.n_obs_steps)}
+                if env is not None:
+                    obs[ENV_STATE_KEY] = history(env, max(0, t - args.grasp_lead), card.n_obs_steps)
+                policy.reset()
+                chunk = policy.predict_chunk(obs)
+                lead = min(t, args.grasp_lead)
+                grasp_errors.append(np.hypot(*(chunk[lead, list(grasp[1:])]
+                                               - actions[t, list(grasp[1:])])))
     if not errors:
         parser.error("the episodes are shorter than the horizon: nothing compared")
     errors_arr = np.array(errors)
@@ -119,7 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best time shift: median {np.median(shifts):+.1f} frames "
           f"(p10 {np.percentile(shifts, 10):+.1f}, p90 {np.percentile(shifts, 90):+.1f}); "
           "> 0: the model answers with later actions than recorded")
+    if grasp_errors:
+        mm = 1e3 * np.array(grasp_errors)
+        print(f"grasp x/y error ({len(mm)} grasps, predicted {args.grasp_lead} frames ahead): "
+              f"median {np.median(mm):.1f} mm, p90 {np.percentile(mm, 90):.1f} mm, "
+              f"max {mm.max():.1f} mm")
     return 0
+
+
+def grasp_frames(gripper: np.ndarray) -> list[int]:
+    """Frames where the gripper action falls below half of its recorded range (a grasp)."""
+    half = 0.5 * (gripper.min() + gripper.max())
+    closed = gripper < half
+    return [int(t) for t in np.flatnonzero(closed[1:] & ~closed[:-1]) + 1]
 
 
 if __name__ == "__main__":
