@@ -102,3 +102,15 @@ def test_dataset_ee_actions_is_the_forward_kinematics_of_the_joint_actions(tmp_p
                             str(dataset_root), str(out)], env=_env(), capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_open_loop_grasp_frames_are_where_the_gripper_action_closes():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from policy_open_loop import grasp_frames
+    finally:
+        sys.path.remove(str(TOOLS))
+    import numpy as np
+
+    gripper = np.array([0.034, 0.034, 0.02, 0.0, 0.0, 0.034, 0.034, 0.010, 0.0, 0.034])
+    assert grasp_frames(gripper) == [3, 7]  # below half of 0..0.034, from above
