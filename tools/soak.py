@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     say = functools.partial(print, flush=True)  # progress shows as it happens, even in a log
     link = str(Path(tempfile.mkdtemp(prefix="armstack_soak_")) / "servo_bus")
     graph_cfg = GraphConfig(
-        launch_dir=paths.config_dir().parent / "launch",
+        launch_dir=paths.launch_dir(),
         servo_port_link=link, controller=args.controller, policy_model=args.policy_model,
         chunk_mode=args.mode, perception=not args.no_perception,
         detector_model=args.detector_model, seed=args.seed - 1,

@@ -6,7 +6,7 @@ checkout (pip-only way, `colcon build --symlink-install`) and from an install
 space on a full ROS 2 system, where `armstack_bringup` installs `config/` into its
 share directory. Resolution order:
 
-1. `ARMSTACK_CONFIG_DIR` / `ARMSTACK_MODELS_DIR` environment variables;
+1. `ARMSTACK_CONFIG_DIR` / `ARMSTACK_MODELS_DIR` / `ARMSTACK_LAUNCH_DIR` environment variables;
 2. the checkout that holds this file (walk up until a folder has `config/robot/`);
 3. the share directory of `armstack_bringup` (ament index).
 """
@@ -68,6 +68,11 @@ def _resolve(env_var: str, folder: str) -> Path:
 def config_dir() -> Path:
     """The `config/` directory (robot description, calibration, parameters)."""
     return _resolve("ARMSTACK_CONFIG_DIR", "config")
+
+
+def launch_dir() -> Path:
+    """The `launch/` directory (the launch files users run, demo.launch.yaml among them)."""
+    return _resolve("ARMSTACK_LAUNCH_DIR", "launch")
 
 
 def models_dir() -> Path:

@@ -176,7 +176,7 @@ def _wait_ready(node: EpisodeRunnerNode, cfg: RunnerConfig, graph: LaunchedGraph
 
 def _graph_config(args: argparse.Namespace, link: str) -> GraphConfig:
     return GraphConfig(
-        launch_dir=paths.config_dir().parent / "launch",
+        launch_dir=paths.launch_dir(),
         servo_port_link=link, controller=args.controller, policy_model=args.policy_model,
         chunk_mode=args.mode, policy_params=tuple(args.policy_param),
         perception=not args.no_perception, detector_model=args.detector_model,

@@ -13,7 +13,7 @@ from armstack_eval.graph_launch import GraphConfig, write_graph_launch
 
 
 def _config(**overrides) -> GraphConfig:
-    return GraphConfig(launch_dir=paths.config_dir().parent / "launch",
+    return GraphConfig(launch_dir=paths.launch_dir(),
                        servo_port_link="/tmp/test_eval/servo_bus", **overrides)
 
 
