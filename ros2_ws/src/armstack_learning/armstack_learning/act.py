@@ -12,13 +12,6 @@ Network
     which class it is), image tokens a 2-D sine position plus a learned per-camera embedding.
     Decoder: k learned queries cross-attend to the encoder output; a linear head gives (k, D_a).
     At inference z is the prior mean, zeros, so the policy is deterministic.
-Object anchors (ACTConfig.object_anchors; end-effector actions and object slots with x, y, z)
-    A second head gives, per chunk step, softmax weights over [none, object slot 1..N] (absent
-    objects masked out); the weighted object positions are added to the step's x, y, z. A step
-    that reaches for a cube then only has to learn the small offset from it, while steps with
-    "none" keep absolute targets (the bin). Without it the network must copy a cube's position
-    from its token to the output, which it learns only roughly from 50 scenes: closed loop it
-    reached 4 cm beside cubes at positions it had not seen.
 Loss
     L1 between normalized actions over the unpadded steps (+ optional L2) + kl_weight * KL(q(z)
     || N(0, I)), the KL summed over latent dimensions and averaged over the batch.
@@ -75,7 +68,6 @@ class ACTConfig:
     kl_weight: float = 10.0
     l2_weight: float = 0.0  # optional extra L2 reconstruction term
     resnet_width: int = 64  # image trunk channels (64 = ResNet-18)
-    object_anchors: bool = False  # x, y, z relative to a chosen object (module doc)
     optimizer_lr: float = 1e-5
     optimizer_lr_backbone: float = 1e-5
     optimizer_weight_decay: float = 1e-4
@@ -112,8 +104,7 @@ class ACT(nn.Module):
     """The ACT network on normalized tensors (see the module doc)."""
 
     def __init__(self, cfg: ACTConfig, state_dim: int, n_slots: int, slot_dim: int,
-                 action_dim: int, n_cameras: int = 0, image_size: tuple[int, int] | None = None,
-                 anchor_dims: tuple[int, ...] = ()) -> None:
+                 action_dim: int, n_cameras: int = 0, image_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.dim_model
@@ -150,12 +141,6 @@ class ACT(nn.Module):
         self.decoder_norm = nn.LayerNorm(d)
         self.query_pos = nn.Parameter(torch.randn(cfg.chunk_size, d) * 0.02)
         self.action_head = nn.Linear(d, action_dim)
-        self.anchor_head = None
-        if anchor_dims:
-            self.anchor_head = nn.Linear(d, 1 + n_slots)  # [none, slot 1..N]
-            place = torch.zeros(len(anchor_dims), action_dim)  # anchor coordinate -> action dim
-            place[torch.arange(len(anchor_dims)), torch.tensor(anchor_dims)] = 1.0
-            self.register_buffer("anchor_place", place, persistent=False)
 
     def posterior(self, state: Tensor, actions: Tensor, action_is_pad: Tensor) -> tuple[Tensor, Tensor]:
         """state (B, D_s), actions (B, k, D_a), action_is_pad (B, k) -> mu, logvar (B, latent)."""
@@ -185,14 +170,11 @@ class ACT(nn.Module):
         return torch.cat(tokens, dim=1), torch.cat(pos, dim=1)
 
     def forward(self, state: Tensor, env: Tensor | None, images: list[Tensor],
-                actions: Tensor | None = None, action_is_pad: Tensor | None = None,
-                anchors: tuple[Tensor, Tensor] | None = None,
-                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                actions: Tensor | None = None,
+                action_is_pad: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """state (B, D_s), env (B, N_obj * F) or None, images [(B, 3, H, W)] normalized.
         With actions (B, k, D_a) and the VAE enabled, z is sampled from the posterior; otherwise
-        z = 0. anchors (with object anchors): the objects' positions (B, N_obj, 3) in normalized
-        action units and whether each is present (B, N_obj). Returns actions (B, k, D_a)
-        normalized, mu, logvar (B, latent) or None."""
+        z = 0. Returns actions (B, k, D_a) normalized, mu, logvar (B, latent) or None."""
         b = state.shape[0]
         mu = logvar = None
         if self.cfg.use_vae and actions is not None:
@@ -210,16 +192,7 @@ class ACT(nn.Module):
                         device=state.device)
         for layer in self.decoder:
             x = layer(x, memory, self.query_pos, memory_pos)
-        x = self.decoder_norm(x)
-        out = self.action_head(x)
-        if self.anchor_head is not None:
-            positions, present = anchors
-            logits = self.anchor_head(x)  # (B, k, 1 + N_obj)
-            allowed = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)[:, None]
-            logits = torch.where(allowed, logits, torch.full_like(logits, -1e4))
-            weights = torch.softmax(logits, dim=-1)[..., 1:]  # (B, k, N_obj); "none" adds 0
-            out = out + (weights @ positions) @ self.anchor_place
-        return out, mu, logvar
+        return self.action_head(self.decoder_norm(x)), mu, logvar
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -235,22 +208,9 @@ class ACTPolicy(Policy):
                          n_action_steps=cfg.n_action_steps)
         self._cfg = cfg
         objects = layout.objects
-        anchor_dims: tuple[int, ...] = ()
-        if cfg.object_anchors:
-            xyz = ("x", "y", "z")
-            if layout.action.kind != "ee" or objects is None or not set(xyz) <= set(objects.fields):
-                raise ValueError("ACTConfig.object_anchors needs end-effector actions (x, y, z) "
-                                 "and object slots with fields x, y, z; this layout has "
-                                 f"{layout.action.kind} actions and object fields "
-                                 f"{list(objects.fields) if objects else None}")
-            anchor_dims = tuple(layout.action.names.index(f) for f in xyz)
-            self._anchor_fields = [objects.fields.index(f) for f in xyz]
-            self._present_field = (objects.fields.index("present") if "present" in objects.fields
-                                   else None)
         self.model = ACT(cfg, layout.state_dim, objects.num_slots if objects else 0,
                          objects.slot_dim if objects else 0, layout.action.dim,
-                         len(layout.cameras), layout.image_size, anchor_dims)
-        self._anchor_dims = list(anchor_dims)
+                         len(layout.cameras), layout.image_size)
 
     @property
     def config(self) -> ACTConfig:
@@ -263,31 +223,18 @@ class ACTPolicy(Policy):
         env = norm[ENV_STATE_KEY][:, -1] if ENV_STATE_KEY in norm else None
         return norm[STATE_KEY][:, -1], env, [norm[k][:, -1] for k in self.layout.image_keys]
 
-    def _anchors(self, obs: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
-        """Object positions in normalized action units (B, N_obj, 3) and presence (B, N_obj)."""
-        if not self._anchor_dims:
-            return None
-        objects = self.layout.objects
-        raw = obs[ENV_STATE_KEY][:, -1].reshape(-1, objects.num_slots, objects.slot_dim)
-        affine = self.normalizer[ACTION_KEY]
-        positions = ((raw[..., self._anchor_fields] - affine.offset[self._anchor_dims])
-                     / affine.scale[self._anchor_dims])
-        present = (raw[..., self._present_field] > 0.5 if self._present_field is not None
-                   else torch.ones_like(raw[..., 0], dtype=torch.bool))
-        return positions, present
-
     def predict_chunk(self, obs: dict[str, Tensor]) -> Tensor:
         if self.training:
             raise RuntimeError("predict_chunk needs eval mode (dropout off): call .eval() first")
         state, env, images = self._inputs(obs)
-        actions, _, _ = self.model(state, env, images, anchors=self._anchors(obs))
+        actions, _, _ = self.model(state, env, images)
         return self.normalizer.unnormalize(ACTION_KEY, actions)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         state, env, images = self._inputs(batch)
         target = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY])  # (B, k, D_a)
         pad = batch[ACTION_PAD_KEY]  # (B, k)
-        pred, mu, logvar = self.model(state, env, images, target, pad, self._anchors(batch))
+        pred, mu, logvar = self.model(state, env, images, target, pad)
         valid = (~pad).unsqueeze(-1).to(pred.dtype)  # (B, k, 1)
         count = (valid.sum() * pred.shape[-1]).clamp(min=1.0)
         err = pred - target

@@ -6,55 +6,7 @@ torch = pytest.importorskip("torch", reason="training dependencies (requirements
 
 from armstack_learning.act import ACT, ACTConfig, kl_to_standard_normal  # noqa: E402
 from armstack_learning.factory import build_policy, placeholder_normalizer  # noqa: E402
-from armstack_learning.features import (  # noqa: E402
-    EE_ACTION_NAMES,
-    ActionSpaceConfig,
-    FeatureLayout,
-    ObjectSlotsConfig,
-)
-
-
-def _anchored_policy(tiny_act_config):  # noqa: ANN202 - ACTPolicy
-    layout = FeatureLayout(action=ActionSpaceConfig("ee", EE_ACTION_NAMES))
-    policy = build_policy("act", tiny_act_config(object_anchors=True), layout,
-                          placeholder_normalizer(layout)).eval()
-    affine = policy.normalizer["action"]
-    affine.offset.copy_(torch.linspace(0.1, 0.8, 8))
-    affine.scale.copy_(torch.linspace(0.5, 2.0, 8))
-    with torch.no_grad():  # the absolute head says 0 (normalized) for every step
-        policy.model.action_head.weight.zero_()
-        policy.model.action_head.bias.zero_()
-        policy.model.anchor_head.weight.zero_()
-    return policy
-
-
-def test_object_anchors_add_the_chosen_objects_position(tiny_act_config):
-    policy = _anchored_policy(tiny_act_config)
-    affine = policy.normalizer["action"]
-    env = torch.tensor([[0.10, 0.20, 0.03, 1.0, 0.25, -0.10, 0.02, 1.0, 0.30, 0.05, 0.01, 1.0]])
-    obs = {"observation.state": torch.zeros(1, 1, 7), "observation.environment_state": env[:, None]}
-    k = policy.chunk_size
-    with torch.no_grad():
-        policy.model.anchor_head.bias.copy_(torch.tensor([0.0, 0.0, 50.0, 0.0]))  # green
-        chunk = policy.predict_chunk(obs)[0]
-    # the green cube's raw position, through the action normalization and back
-    torch.testing.assert_close(chunk[:, :3], env[0, 4:7].expand(k, 3))
-    torch.testing.assert_close(chunk[:, 3:], affine.offset[3:].expand(k, 5))
-    absent = env.clone()
-    absent[0, 7] = 0.0  # green not seen: it cannot be chosen, "none" is
-    with torch.no_grad():
-        policy.model.anchor_head.bias.copy_(torch.tensor([30.0, 0.0, 50.0, 0.0]))
-        chunk = policy.predict_chunk({**obs, "observation.environment_state": absent[:, None]})[0]
-    torch.testing.assert_close(chunk[:, :3], affine.offset[:3].expand(k, 3))
-
-
-def test_object_anchors_need_ee_actions_and_object_positions(tiny_act_config):
-    for layout in (FeatureLayout(),  # joint actions
-                   FeatureLayout(objects=ObjectSlotsConfig(fields=("present",)),
-                                 action=ActionSpaceConfig("ee", EE_ACTION_NAMES))):
-        with pytest.raises(ValueError, match="object_anchors needs end-effector actions"):
-            build_policy("act", tiny_act_config(object_anchors=True), layout,
-                         placeholder_normalizer(layout))
+from armstack_learning.features import FeatureLayout  # noqa: E402
 
 
 def test_network_shapes_with_images(tiny_act_config):

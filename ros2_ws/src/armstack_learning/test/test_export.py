@@ -166,20 +166,6 @@ def test_camera_policies_export_with_parity(tmp_path, kind, tiny_act_config, tin
     assert max(check_parity(policy, path).values()) <= 1e-4
 
 
-def test_act_with_object_anchors_exports_with_parity(tmp_path, tiny_act_config):
-    from armstack_learning.factory import build_policy, placeholder_normalizer
-    from armstack_learning.features import EE_ACTION_NAMES, ActionSpaceConfig, FeatureLayout
-
-    layout = FeatureLayout(action=ActionSpaceConfig("ee", EE_ACTION_NAMES))
-    torch.manual_seed(0)
-    policy = build_policy("act", tiny_act_config(object_anchors=True), layout,
-                          placeholder_normalizer(layout)).eval()
-    policy.normalizer["action"].scale.mul_(0.1)  # anchors in units other than the objects'
-    path = tmp_path / "anchored.onnx"
-    export_onnx(policy, path)
-    assert max(check_parity(policy, path).values()) <= 1e-4
-
-
 def test_record_evaluation_from_graph_reports(act_export, tmp_path):
     """tools/record_evaluation.py: report summaries become the card's evaluation, in both the
     JSON card and MODEL_CARD.md; the card in the ONNX metadata stays as exported."""
