@@ -32,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler
+from dynamixel_sdk import (
+    COMM_RX_CORRUPT,
+    COMM_SUCCESS,
+    GroupSyncRead,
+    GroupSyncWrite,
+    PacketHandler,
+    PortHandler,
+)
 
 from armstack_common.servo_config import JointServo, OperatingMode, ServoBusConfig
 
@@ -265,8 +272,16 @@ class DynamixelBus:
 
     def read_block(self, servo_id: int, address: int, length: int) -> bytes:
         """`length` bytes from `address`, raising BusError naming the servo."""
-        data, result, error = self._transact(
-            servo_id, f"read {address}", lambda port: self._ph.readTxRx(port, servo_id, address, length))
+        def exchange(port: PortHandler) -> tuple[list[int], int, int]:
+            data, result, error = self._ph.readTxRx(port, servo_id, address, length)
+            if result == COMM_SUCCESS and len(data) != length:
+                # A reply of another length: a late one, to a request that timed out while the
+                # bus was starved, taken for this one. Drop what is in flight and ask again.
+                self._drain(port)
+                return data, COMM_RX_CORRUPT, error
+            return data, result, error
+
+        data, result, error = self._transact(servo_id, f"read {address}", exchange)
         self._check(servo_id, f"read {address}", result, error)
         return bytes(data)
 

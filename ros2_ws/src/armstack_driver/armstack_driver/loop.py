@@ -350,6 +350,11 @@ class DriverLoop:
                 request.result = handler()
             except BusError as exc:
                 request.result = (False, f"{request.kind} failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a request's bug
+                # Raised out of here it would end this thread, and with it every bus read and
+                # state message, while the servos hold their last goal unwatched.
+                logger.exception("%s raised", request.kind)
+                request.result = (False, f"{request.kind} failed: {type(exc).__name__}: {exc}")
             logger.info("%s: %s", request.kind, request.result[1])
             request.done.set()
 

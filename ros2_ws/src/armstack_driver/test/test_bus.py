@@ -208,3 +208,18 @@ def test_latency_timer_check(tmp_path, value, warns):
 
 def test_latency_timer_check_ignores_non_usb_ports(emulator):
     assert latency_timer_warning(emulator.port_path) is None
+
+
+def test_a_late_reply_is_not_taken_for_the_next_reads(bus, emulator):
+    """A starved bus: a reply comes after its request timed out, while the next request waits.
+    It is a reply of another length: the read drops it and asks again, rather than returning
+    the wrong bytes (which, in driver/enable, once raised IndexError and ended the loop)."""
+    from armstack_driver.bus import ADDR_HOMING_OFFSET, ADDR_INDIRECT_ADDRESS_1, STATE_LENGTH
+
+    emulator.set_reply_latency(0.06, servo_id=1)  # past the SDK's 34 ms read timeout
+    port = bus._port
+    _, result, _ = bus._ph.readTxRx(port, 1, ADDR_HOMING_OFFSET, 4)
+    assert result != 0  # timed out; its 4-byte reply is still on its way
+    emulator.set_reply_latency(0.0, servo_id=1)
+    block = bus.read_block(1, ADDR_INDIRECT_ADDRESS_1, 2 * STATE_LENGTH)
+    assert [block[2 * k] | block[2 * k + 1] << 8 for k in range(STATE_LENGTH)] == list(STATE_SOURCES)

@@ -111,6 +111,23 @@ def test_enable_refuses_with_a_servo_missing(make_loop, arm):
     assert not any(arm.bus.torque_enabled(i) for i in range(1, 8))
 
 
+def test_a_request_that_raises_fails_and_the_loop_goes_on(make_loop, arm, monkeypatch):
+    """A bug in a request handler (a mock: the one seen, a late bus reply, is fixed) must fail
+    that request, not end the loop that reads the bus and publishes the state."""
+    loop, recorder = make_loop()
+
+    def broken() -> list[int]:
+        raise IndexError("index out of range")
+
+    monkeypatch.setattr(loop.bus, "restore_ram_setup", broken)
+    ok, message = loop.request("enable")
+    assert not ok and message == "enable failed: IndexError: index out of range"
+    before = len(recorder.samples)
+    _wait(lambda: len(recorder.samples) > before + 5)  # still reading the bus
+    monkeypatch.undo()
+    _enable(loop)
+
+
 @pytest.mark.parametrize("reboot", [True, False])
 def test_enable_after_a_hardware_error(make_loop, arm, reboot):
     loop, _ = make_loop(reboot_on_enable=reboot)
