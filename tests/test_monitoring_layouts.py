@@ -424,11 +424,16 @@ def live(tmp_path_factory) -> LiveGraph:
             TFMessage, "/tf_static", on_tf, qos_profile(Qos("reliable", "transient_local", 100)))
         if not installed(*LATE_PUBLISHERS["/policy/path"]):
             command_current_pose(observer.node)  # else the policy commands the arm
+        frames = rviz_frames(yaml.safe_load(RVIZ_FILE.read_text()))
+
+        def tf_has_frames() -> bool:  # static transforms of late-starting nodes come last
+            return frames <= set(tf_parents) | set(tf_parents.values())
+
         try:
             observer.spin_until(
                 lambda: all(_enough(t, received[t]) for t in expected)
-                and all(counts[(t, q)] for t, q in counts if t in expected),
-                timeout=30.0, what="messages on every layout topic")
+                and all(counts[(t, q)] for t, q in counts if t in expected) and tf_has_frames(),
+                timeout=30.0, what="messages on every layout topic and the layout's TF frames")
         except TimeoutError:
             pass
         advertised = dict(observer.node.get_topic_names_and_types())
