@@ -49,9 +49,9 @@ import cv2  # noqa: E402
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
 from armstack_common.servo_config import load_default_servo_config  # noqa: E402
+from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
 from armstack_eval.inprocess import JointTargets, node_params  # noqa: E402
 from armstack_policy.actions import ActionLayout  # noqa: E402
-from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     CameraSpec,
     FeatureSpec,
@@ -225,7 +225,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     world = SimWorld(SimConfig(cube_colors=tuple(args.colors.split(","))))
     arm = ArmPath.for_world(world)
-    image_size = args.image_size or world.render_rgbd()[0].shape[:2]
+    image_size = args.image_size or (world.calibration.height, world.calibration.width)
     video = VideoConfig(codec=args.codec, crf=args.crf)
     expert = ExpertConfig(close_time=args.close_time, open_time=args.open_time)
     kept, t0 = 0, time.perf_counter()

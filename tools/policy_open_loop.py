@@ -17,8 +17,9 @@ Prints per-joint median and p90 (over chunks) of the maximum absolute error over
 horizon, and the median best shift. For end-effector policies it also prints the grasp error:
 at every recorded grasp (the gripper action falling below half open), the chunk predicted
 --grasp-lead frames earlier, its x/y at the grasp frame against the recorded ones. That is the
-error that decides whether a closed-loop grasp lands on the cube. Models with camera inputs are not supported here (the
-errors would need the videos decoded at every step; evaluate them in closed loop).
+error that decides whether a closed-loop grasp lands on the cube. Models with camera inputs
+are not supported here (the errors would need the videos decoded at every step; evaluate them
+in closed loop).
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def history(values: np.ndarray, t: int, n_obs: int) -> np.ndarray:
     """values[t - n_obs + 1 .. t], the frames before the episode's start repeating frame 0."""
     idx = np.clip(np.arange(t - n_obs + 1, t + 1), 0, None)
     return values[idx]
+
+
+def observation_at(state: np.ndarray, env: np.ndarray | None, t: int,
+                   n_obs: int) -> dict[str, np.ndarray]:
+    """The policy's recorded observation at frame t."""
+    obs = {STATE_KEY: history(state, t, n_obs)}
+    if env is not None:
+        obs[ENV_STATE_KEY] = history(env, t, n_obs)
+    return obs
 
 
 def best_shift(chunk: np.ndarray, actions: np.ndarray, t: int, horizon: int,
@@ -111,20 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         env = np.stack(data[ENV_STATE_KEY]).astype(np.float32) if env_names else None
         policy.reset()
         for t in range(0, len(state) - args.horizon, args.stride):
-            obs = {STATE_KEY: history(state, t, card.n_obs_steps)}
-            if env is not None:
-                obs[ENV_STATE_KEY] = history(env, t, card.n_obs_steps)
-            chunk = policy.predict_chunk(obs)
+            chunk = policy.predict_chunk(observation_at(state, env, t, card.n_obs_steps))
             errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
             shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))
         if grasp is not None:
             for t in grasp_frames(actions[:, grasp[0]]):
-                obs = {STATE_KEY: history(state, max(0, t - args.grasp_lead), card.n_obs_steps)}
-                if env is not None:
-                    obs[ENV_STATE_KEY] = history(env, max(0, t - args.grasp_lead), card.n_obs_steps)
-                policy.reset()
-                chunk = policy.predict_chunk(obs)
                 lead = min(t, args.grasp_lead)
+                policy.reset()
+                chunk = policy.predict_chunk(observation_at(state, env, t - lead,
+                                                            card.n_obs_steps))
                 grasp_errors.append(np.hypot(*(chunk[lead, list(grasp[1:])]
                                                - actions[t, list(grasp[1:])])))
     if not errors:

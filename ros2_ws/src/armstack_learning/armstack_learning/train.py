@@ -293,6 +293,14 @@ def load_checkpoint(path: Path | str, policy: str) -> dict:
     return ckpt
 
 
+def _init_record(path: str, init: dict) -> dict:
+    """The checkpoint a run started from, and the training steps behind its weights (those of
+    the runs it started from in turn included)."""
+    earlier = (init.get("init") or {}).get("steps_before", 0)
+    return {"path": str(Path(path).resolve()), "step": int(init["step"]),
+            "steps_before": int(init["step"]) + int(earlier)}
+
+
 def train(cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
           resume: bool = False) -> Path:
     """Run (or continue) training; returns the last checkpoint written."""
@@ -333,10 +341,9 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.ema = EMA(self.policy, cfg.ema_power, cfg.ema_max_decay) if cfg.ema else None
         self.step = 0
-        self.init_info = (ckpt or {}).get("init") if init is None else {
-            "path": str(Path(cfg.init_from).resolve()), "step": int(init["step"]),
-            "steps_before": int(init["step"]) + int((init.get("init") or {}).get(
-                "steps_before", 0))}
+        # Where the weights came from: a resumed run keeps its checkpoint's record.
+        self.init_info = (ckpt or {}).get("init") if init is None else _init_record(
+            cfg.init_from, init)
         # Hashing reads every data file: rank 0 alone does it, as it alone writes checkpoints.
         self.dataset_info = self._describe_dataset() if info.is_main else {}
         if ckpt is not None:
