@@ -19,9 +19,10 @@ What the policy sees and does here is what it will see and do in the graph:
   saw.
 - Frames are stored at the camera's resolution (default) and shrunk at training time, as the
   policy node shrinks live frames. Video keeps colour at half resolution (yuv420p): stored at
-  the network's 96x128, the few-pixel cubes' colours smear (per-pixel error p99 0.09, max 0.6
-  against the live frame) and a policy trained on them fails on live frames; stored at 480x640
-  and then shrunk, p99 0.016 (test_vla_tools.py checks the bound).
+  the network's 96x128, the few-pixel cubes' colours smear (per-pixel error against the live
+  frame: p99 above 0.05) and a policy trained on them fails on live frames; stored at the
+  camera's size and then shrunk, p99 below 0.03 and max below 0.25. Both bounds are checked by
+  test_vla_tools.py::test_stored_frames_match_live_frames_after_decoding.
 
 The expert holds still while the gripper closes (close_time) and opens (open_time): by default
 the recording sessions' times (config/teleop.yaml), which the gripper servo's profile needs.

@@ -40,6 +40,7 @@ from armstack_learning.features import (  # noqa: E402
     STATE_KEY,
     ObjectSlotsConfig,
     feature_names,
+    hold_last_seen,
 )
 from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if tuple(feature_names(features, key)) != tuple(names):
             parser.error(f"dataset {key} names {feature_names(features, key)} differ from the "
                          f"model's {list(names)}")
-    env_names = (ObjectSlotsConfig(card.object_classes, card.object_fields).names
-                 if card.object_classes else [])
+    objects = (ObjectSlotsConfig(card.object_classes, card.object_fields, card.object_hold)
+               if card.object_classes else None)
+    env_names = objects.names if objects else []
     if env_names and feature_names(features, ENV_STATE_KEY) != env_names:
         parser.error(f"dataset {ENV_STATE_KEY} names differ from the model's {env_names}")
 
@@ -118,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         data = reader.episode_data(ep)
         state = np.stack(data[STATE_KEY]).astype(np.float32)
         actions = np.stack(data[ACTION_KEY]).astype(np.float32)
-        env = np.stack(data[ENV_STATE_KEY]).astype(np.float32) if env_names else None
+        env = None
+        if objects:  # held as the runtime holds them
+            env = hold_last_seen(np.stack(data[ENV_STATE_KEY]), np.asarray(data["episode_index"]),
+                                 np.asarray(data["timestamp"], np.float64), objects)
         policy.reset()
         for t in range(0, len(state) - args.horizon, args.stride):
             chunk = policy.predict_chunk(observation_at(state, env, t, card.n_obs_steps))

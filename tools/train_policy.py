@@ -68,6 +68,10 @@ def _parse() -> argparse.Namespace:
                    "order; 'none' for no environment state (default: red_cube,green_cube,"
                    "blue_cube; none for vla, which sees the scene through its cameras)")
     p.add_argument("--object-fields", default="x,y,z,present")
+    p.add_argument("--object-hold", type=float, default=0.0, metavar="S",
+                   help="a class not seen keeps its last detection for up to S seconds, in "
+                   "training and in the exported model's runtime (default 0: off); a fine-tune "
+                   "(--init-from) takes this value, not its checkpoint's")
     p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
     p.add_argument("--cameras", default="", help="camera names to use as image inputs")
     p.add_argument("--min-scale", type=float, default=NormalizationConfig.min_scale)
@@ -98,7 +102,7 @@ def main() -> int:
         init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale))
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
-        classes=_csv(classes), fields=_csv(args.object_fields))
+        classes=_csv(classes), fields=_csv(args.object_fields), hold=args.object_hold)
     layout = layout_for_dataset(read_info(Path(args.dataset))["features"], objects,
                                 args.action_kind, _csv(args.cameras))
     last = train(cfg, config_with_overrides(args.policy, overrides), layout, resume=args.resume)

@@ -42,6 +42,7 @@ from armstack_learning.features import (
     STATE_KEY,
     FeatureLayout,
     canonicalize_quaternions,
+    hold_last_seen,
 )
 from armstack_learning.normalize import (
     Affine,
@@ -90,7 +91,11 @@ class ChunkDataset(Dataset):
             raise ValueError(f"{root}: the dataset has no frames")
         cols = self.reader.columns
         self._state = np.asarray(cols[STATE_KEY], np.float32)  # (N, D_s)
-        self._env = np.asarray(cols[ENV_STATE_KEY], np.float32) if layout.objects else None
+        self._env = None  # (N, C*F), with the layout's object hold applied
+        if layout.objects:
+            self._env = hold_last_seen(np.asarray(cols[ENV_STATE_KEY], np.float32),
+                                       np.asarray(cols["episode_index"]),
+                                       np.asarray(cols["timestamp"], np.float64), layout.objects)
         actions = np.asarray(cols[ACTION_KEY], np.float32)  # (N, D_a)
         quat = layout.action.quaternion_index
         self._action = canonicalize_quaternions(actions, quat) if quat else actions
@@ -189,8 +194,11 @@ class ChunkDataset(Dataset):
                                                   action_mode or config.action, config.min_scale)),
         }
         if self._env is not None:
+            # The recorded statistics describe the unheld values.
+            env_stats = (vector_stats(self._env) if self.layout.objects.hold > 0
+                         else self._stats(ENV_STATE_KEY, self._env, stats))
             affines[ENV_STATE_KEY] = Affine(*affine_from_stats(
-                self._stats(ENV_STATE_KEY, self._env, stats), config.env_state, config.min_scale))
+                env_stats, config.env_state, config.min_scale))
         for key in self.layout.image_keys:
             affines[key] = image_affine(stats.get(key))
         return FeatureNormalizer(affines)

@@ -214,7 +214,8 @@ def card_base(policy: Policy, ckpt: dict, weights: str) -> dict:
         observation[ENV_STATE_KEY] = {
             "names": lay.objects.names, "frame": BASE_FRAME, "classes": list(lay.objects.classes),
             "fields": list(lay.objects.fields),
-            "units": [lay.objects.unit(n) for n in lay.objects.names]}
+            "units": [lay.objects.unit(n) for n in lay.objects.names],
+            "hold_s": lay.objects.hold}
     height, width = policy.input_image_size or (0, 0)
     for key in lay.image_keys:
         observation[key] = {"height": height, "width": width,
@@ -271,6 +272,9 @@ def _md_interface(card: dict) -> list[str]:
         if "names" in spec:
             units = named_units(spec["names"], spec["units"])
             lines.append(f"- `{key}` ({spec['frame']}): {units}")
+            if spec.get("hold_s"):
+                lines.append(f"  - a class not seen keeps its last detection for up to "
+                             f"{spec['hold_s']} s (object hold)")
         else:
             lines.append(f"- `{key}`: {spec['height']}x{spec['width']}, {spec['encoding']}")
     ctl, act = card["control"], card["action"]

@@ -8,7 +8,12 @@ Observation
                                    (default x, y, z in m and a present flag 1/0), named
                                    "<class>_<field>", e.g. red_cube_x ... blue_cube_present:
                                    the recorder's layout (armstack_recorder.observation), class
-                                   names as the detector reports them.
+                                   names as the detector reports them. With an object hold
+                                   (`ObjectSlotsConfig.hold`, s), a class not seen in a frame
+                                   keeps its last detection, present = 1, for up to that long
+                                   (`hold_last_seen`): a cube the arm hides just before the
+                                   grasp stays where it was last seen. The runtime holds the
+                                   same way (armstack_policy.observation).
     observation.images.<camera>    optional RGB frames, float in [0, 1], (3, H, W).
     observation.language.tokens    (L,) int64 ids of the episode's task string (language-
                                    conditioned policies only; armstack_policy.vla_tokens).
@@ -48,6 +53,7 @@ QUATERNION_NAMES: tuple[str, str, str, str] = ("qx", "qy", "qz", "qw")
 ACTION_KINDS = ("joint", "ee")
 ACTION_TOPICS = {"joint": "joint_command", "ee": "ee_command"}
 BASE_FRAME = "base_link"
+MAX_OBJECT_HOLD = 10.0  # s; longer is no longer "briefly hidden"
 
 
 def _check_names(owner: str, names: Sequence[str], allow_empty: bool = False) -> None:
@@ -65,10 +71,20 @@ class ObjectSlotsConfig:
 
     classes: tuple[str, ...] = ("red_cube", "green_cube", "blue_cube")
     fields: tuple[str, ...] = ("x", "y", "z", "present")
+    # s a class not seen keeps its last detection (0: a frame says only what it saw); needs
+    # the present field, which tells a held slot from a class never seen
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         _check_names("ObjectSlotsConfig.classes", self.classes)
         _check_names("ObjectSlotsConfig.fields", self.fields)
+        if (not isinstance(self.hold, (int, float)) or isinstance(self.hold, bool)
+                or not 0.0 <= self.hold <= MAX_OBJECT_HOLD):
+            raise ValueError(f"ObjectSlotsConfig.hold must be a number of seconds in "
+                             f"[0, {MAX_OBJECT_HOLD}], got {self.hold!r}")
+        if self.hold > 0 and "present" not in self.fields:
+            raise ValueError("ObjectSlotsConfig.hold needs the 'present' field, which says "
+                             f"whether a slot holds a detection; fields are {self.fields!r}")
 
     @property
     def names(self) -> list[str]:
@@ -199,7 +215,8 @@ class FeatureLayout:
     def to_dict(self) -> dict:
         return {"state_names": list(self.state_names),
                 "objects": None if self.objects is None else
-                {"classes": list(self.objects.classes), "fields": list(self.objects.fields)},
+                {"classes": list(self.objects.classes), "fields": list(self.objects.fields),
+                 "hold": self.objects.hold},
                 "action": {"kind": self.action.kind, "names": list(self.action.names)},
                 "cameras": list(self.cameras),
                 "image_size": None if self.image_size is None else list(self.image_size)}
@@ -209,11 +226,38 @@ class FeatureLayout:
         objects = raw.get("objects")
         return cls(state_names=tuple(raw["state_names"]),
                    objects=None if objects is None else ObjectSlotsConfig(
-                       classes=tuple(objects["classes"]), fields=tuple(objects["fields"])),
+                       classes=tuple(objects["classes"]), fields=tuple(objects["fields"]),
+                       hold=float(objects.get("hold", 0.0))),
                    action=ActionSpaceConfig(kind=raw["action"]["kind"],
                                             names=tuple(raw["action"]["names"])),
                    cameras=tuple(raw.get("cameras", ())),
                    image_size=None if raw.get("image_size") is None else tuple(raw["image_size"]))
+
+
+def hold_last_seen(env: np.ndarray, episode: np.ndarray, timestamp: np.ndarray,
+                   objects: ObjectSlotsConfig) -> np.ndarray:
+    """Environment states (N, C*F) of consecutive frames with `objects.hold` applied; a copy.
+
+    In each episode (frames of one `episode` value are contiguous and in time order), a slot
+    whose present flag is 0 takes the values of its class's last frame with present = 1 when
+    that frame is at most `hold` s older (`timestamp`, s). Held values are never held again:
+    the hold counts from the last real detection."""
+    out = np.array(env, dtype=np.float32, copy=True)
+    if objects.hold <= 0 or len(out) == 0:
+        return out
+    width, present = objects.slot_dim, objects.fields.index("present")
+    slots = out.reshape(len(out), objects.num_slots, width)  # a view of out
+    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    for begin, end in zip(starts, np.r_[starts[1:], len(out)], strict=True):
+        frames = np.arange(begin, end)
+        for c in range(objects.num_slots):
+            seen = slots[begin:end, c, present] > 0
+            # last seen frame at or before each frame (-1: none yet in this episode)
+            last = np.maximum.accumulate(np.where(seen, frames, -1))
+            fill = ~seen & (last >= 0)
+            fill[fill] &= timestamp[frames[fill]] - timestamp[last[fill]] <= objects.hold + 1e-9
+            slots[frames[fill], c] = slots[last[fill], c]
+    return out
 
 
 def canonicalize_quaternions(actions: np.ndarray, quat_index: Sequence[int]) -> np.ndarray:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -317,11 +317,23 @@ def train(cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
                 logger.warning("the checkpoint's policy config is used, the one given now "
                                "differs and is ignored")
             policy_cfg = config_from_dict(source["kind"], source["policy_config"])
-            layout = FeatureLayout.from_dict(source["layout"])
+            layout = _source_layout(source, layout, fine_tune=ckpt is None)
         return _Trainer(cfg, policy_cfg, layout, info, device, ckpt, init).run()
     finally:
         if info.distributed:
             dist.destroy_process_group()
+
+
+def _source_layout(source: dict, given: FeatureLayout, fine_tune: bool) -> FeatureLayout:
+    """The checkpoint's layout; a fine-tune takes the object hold given now, which changes
+    what the inputs mean but no weight, so fine-tuning can adapt a model to it."""
+    layout = FeatureLayout.from_dict(source["layout"])
+    if not (fine_tune and layout.objects and given.objects):
+        return layout
+    if given.objects.hold != layout.objects.hold:
+        logger.warning("object hold %.3g s (the checkpoint's was %.3g s)", given.objects.hold,
+                       layout.objects.hold)
+    return replace(layout, objects=replace(layout.objects, hold=given.objects.hold))
 
 
 class _Trainer:

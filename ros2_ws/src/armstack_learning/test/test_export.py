@@ -78,7 +78,7 @@ def test_act_card(act_export, dataset_root):
     env = card["observation"]["observation.environment_state"]
     assert env["frame"] == "base_link"
     assert env["names"][:4] == ["red_cube_x", "red_cube_y", "red_cube_z", "red_cube_present"]
-    assert env["classes"] == ["red_cube", "green_cube", "blue_cube"]
+    assert env["classes"] == ["red_cube", "green_cube", "blue_cube"] and env["hold_s"] == 0.0
     norm = card["normalization"]["features"]
     assert set(norm) == {"observation.state", "observation.environment_state", "action"}
     assert card["dataset"]["sha256"] == dataset_fingerprint(dataset_root)

@@ -1,6 +1,7 @@
 """Training loop: exact resume, checkpoints and log, batch order, configs (in process)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,14 +79,17 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
         tmp_path, dataset_root, layout, tiny_act_config):
     source = train(_config(dataset_root, tmp_path / "a", "act"), tiny_act_config(), layout)
     # A negligible LR: the fine-tuned weights stay those of the source, not a fresh init. The
-    # policy config given now (another dim_model) yields to the checkpoint's.
+    # policy config given now (another dim_model) yields to the checkpoint's; the object hold
+    # given now is used (it changes no weight).
+    held = replace(layout, objects=replace(layout.objects, hold=0.1))
     tuned = train(_config(dataset_root, tmp_path / "b", "act", steps=2, lr=1e-12,
                           lr_schedule="cosine", init_from=str(source)),
-                  tiny_act_config(dim_model=48), layout)
+                  tiny_act_config(dim_model=48), held)
     a = torch.load(source, weights_only=False)
     b = torch.load(tuned, weights_only=False)
     assert b["step"] == 2 and b["scheduler"]["last_epoch"] == 2
     assert b["policy_config"] == a["policy_config"]
+    assert (a["layout"]["objects"]["hold"], b["layout"]["objects"]["hold"]) == (0.0, 0.1)
     for name, value in a["model"].items():
         torch.testing.assert_close(b["model"][name], value, rtol=0, atol=1e-8, msg=name)
     assert b["init"] == {"path": str(source.resolve()), "step": 6, "steps_before": 6}

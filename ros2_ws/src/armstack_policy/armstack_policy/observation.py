@@ -22,6 +22,10 @@ Staleness is refused, not used: the observation is refused when t_obs is older t
 further than `max_source_skew` from the frame's time (e.g. joint_states stopped while the
 camera runs), or while any source has sent nothing.
 
+Object hold (`object_hold`, the model card's observation.environment_state hold_s): a class
+not seen in an objects message keeps its last detection, present = 1, for up to that long
+after it, as training held it (armstack_learning.features.hold_last_seen). 0 turns it off.
+
 Object labels match a class when equal to it or when they start with "<class>_" (the
 simulator's and the detector's "red_cube" is class "red").
 """
@@ -59,6 +63,7 @@ class ObservationConfig:
     state_names: tuple[str, ...]
     object_classes: tuple[str, ...] = ()  # empty: the policy takes no environment state
     object_fields: tuple[str, ...] = ("x", "y", "z", "present")
+    object_hold: float = 0.0  # s a class not seen keeps its last detection (module doc)
     cameras: tuple[str, ...] = ()  # camera names; features observation.images.<name>
     image_size: tuple[int, int] | None = None  # (H, W) the policy takes; required with cameras
     n_obs_steps: int = 1
@@ -77,7 +82,7 @@ class ObservationConfig:
         if len(sizes) > 1:
             raise ValueError(f"cameras of different image sizes {sorted(sizes)} are not supported")
         return cls(state_names=card.state_names, object_classes=card.object_classes,
-                   object_fields=card.object_fields, cameras=tuple(c for c, _, _ in card.cameras),
+                   object_fields=card.object_fields, object_hold=card.object_hold, cameras=tuple(c for c, _, _ in card.cameras),
                    image_size=next(iter(sizes), None), n_obs_steps=card.n_obs_steps,
                    spacing=card.dt, **limits)
 
@@ -94,6 +99,10 @@ class ObservationConfig:
         unknown = [f for f in self.object_fields if f not in OBJECT_FIELDS]
         if unknown:
             fail("object_fields", f"{unknown} unknown; supported: {OBJECT_FIELDS}")
+        if not (isinstance(self.object_hold, (int, float)) and 0.0 <= self.object_hold <= 10.0):
+            fail("object_hold", f"must be a number of seconds in [0, 10], got {self.object_hold!r}")
+        if self.object_hold > 0 and "present" not in self.object_fields:
+            fail("object_hold", "needs the 'present' field, which says whether a slot is filled")
         if self.cameras and (self.image_size is None or len(self.image_size) != 2
                              or min(self.image_size) < 1):
             fail("image_size", f"must be (H, W) >= 1 with cameras, got {self.image_size!r}")
@@ -165,6 +174,30 @@ def object_slots(objects: Iterable[DetectedObject], classes: Sequence[str],
     return out.reshape(-1)
 
 
+class ObjectMemory:
+    """Each class's last detection, to fill the slots of a class not seen for up to `hold` s."""
+
+    def __init__(self, classes: int, fields: Sequence[str], hold: float) -> None:
+        self.hold = hold
+        self._width, self._present = len(fields), fields.index("present")
+        self._last = np.zeros((classes, self._width), np.float32)  # last seen slot values
+        self._stamp = np.full(classes, -math.inf)  # when each was seen, s
+
+    def fill(self, stamp: float, slots: np.ndarray) -> np.ndarray:
+        """(C*F,) slots of a message at `stamp` -> a copy with held classes filled in."""
+        out = slots.reshape(len(self._stamp), self._width).copy()
+        seen = out[:, self._present] > 0
+        newer = seen & (stamp >= self._stamp)  # a late message does not move the memory back
+        self._last[newer], self._stamp[newer] = out[newer], stamp
+        age = stamp - self._stamp
+        held = ~seen & (age >= 0) & (age <= self.hold + 1e-9)
+        out[held] = self._last[held]
+        return out.reshape(-1)
+
+    def clear(self) -> None:
+        self._stamp[:] = -math.inf
+
+
 def image_feature(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H0, W0, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], resized to size = (H, W)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -223,6 +256,8 @@ class ObservationAssembler:
         sources = (JOINT_STATES, *config.camera_sources)
         self._clocks = config.camera_sources or (JOINT_STATES,)
         self._tracks = {s: _Track(config.history_size) for s in sources}
+        self._memory = (ObjectMemory(len(config.object_classes), config.object_fields,
+                                     config.object_hold) if config.object_hold > 0 else None)
         self._index_cache: tuple[tuple[str, ...], np.ndarray | None] = ((), None)
         self.rejected_joint_states = 0  # messages lacking one of the state names
 
@@ -251,8 +286,11 @@ class ObservationAssembler:
     def add_objects(self, stamp: float, objects: Iterable[DetectedObject]) -> None:
         if not self.config.object_classes:
             return
-        self._add(OBJECTS, stamp, object_slots(objects, self.config.object_classes,
-                                               self.config.object_fields))
+        slots = object_slots(objects, self.config.object_classes, self.config.object_fields)
+        with self._lock:
+            if self._memory is not None:
+                slots = self._memory.fill(stamp, slots)
+            self._add_locked(OBJECTS, stamp, slots)
 
     def add_image(self, camera: str, stamp: float, rgb: np.ndarray) -> None:
         """rgb (H, W, 3) uint8; kept as given (a view of the message is fine: it is not
@@ -264,15 +302,20 @@ class ObservationAssembler:
 
     def _add(self, source: str, stamp: float, value: object) -> None:
         with self._lock:
-            self._tracks[source].add(stamp, value)
-            if source in self._clocks:
-                self._new_frame.notify_all()
+            self._add_locked(source, stamp, value)
+
+    def _add_locked(self, source: str, stamp: float, value: object) -> None:
+        self._tracks[source].add(stamp, value)
+        if source in self._clocks:
+            self._new_frame.notify_all()
 
     def clear(self) -> None:
         """Forget every message (a new episode starts from fresh observations)."""
         with self._lock:
             for track in self._tracks.values():
                 track.clear()
+            if self._memory is not None:
+                self._memory.clear()
 
     def newest_stamp(self) -> float | None:
         """t_obs the next `assemble` would use, or None while a clock source is silent."""

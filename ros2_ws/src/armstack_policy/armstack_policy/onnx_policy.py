@@ -153,6 +153,7 @@ class PolicyCard:
     state_names: tuple[str, ...]
     object_classes: tuple[str, ...]  # empty: no environment state
     object_fields: tuple[str, ...]
+    object_hold: float  # s a class not seen keeps its last detection (0: none)
     cameras: tuple[tuple[str, int, int], ...]  # (camera name, height, width), input order
     action_kind: str
     action_names: tuple[str, ...]
@@ -190,9 +191,16 @@ class PolicyCard:
         observation = _get(raw, "observation", source)
         classes: tuple[str, ...] = ()
         fields: tuple[str, ...] = ()
+        hold = 0.0
         if ENV_STATE_KEY in observation:
             classes = _names(raw, ("observation", ENV_STATE_KEY, "classes"), source)
             fields = _names(raw, ("observation", ENV_STATE_KEY, "fields"), source)
+            hold = raw["observation"][ENV_STATE_KEY].get("hold_s", 0.0)  # absent: older cards
+            if (not isinstance(hold, (int, float)) or isinstance(hold, bool)
+                    or not 0.0 <= hold <= 10.0 or (hold > 0 and "present" not in fields)):
+                raise CardError(f"{source}: observation[{ENV_STATE_KEY!r}].hold_s must be a "
+                                f"number of seconds in [0, 10] (with a 'present' field when "
+                                f"> 0), got {hold!r}")
         cameras = tuple(
             (key[len(IMAGE_PREFIX):], _int(raw, ("observation", key, "height"), source),
              _int(raw, ("observation", key, "width"), source))
@@ -211,7 +219,8 @@ class PolicyCard:
             n_obs_steps=_int(raw, "control.n_obs_steps", source),
             n_action_steps=_int(raw, "control.n_action_steps", source),
             state_names=_names(raw, ("observation", STATE_KEY, "names"), source),
-            object_classes=classes, object_fields=fields, cameras=cameras,
+            object_classes=classes, object_fields=fields, object_hold=float(hold),
+            cameras=cameras,
             action_kind=action_kind, action_names=action_names, inputs=inputs, outputs=outputs,
             onnx_file=str(_get(raw, "onnx.file", source)),
             diffusion=_diffusion(raw, source, len(action_names)) if kind == "diffusion" else None)

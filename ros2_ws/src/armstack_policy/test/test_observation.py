@@ -75,6 +75,8 @@ def test_image_feature_is_channels_first_unit_range_at_the_cards_size(shape):
     ({"spacing": 0.0}, "spacing"),
     ({"max_observation_age": float("nan")}, "max_observation_age"),
     ({"history_size": 1}, "history_size"),
+    ({"object_hold": -1.0}, "object_hold"),
+    ({"object_hold": 0.5, "object_fields": ("x", "y", "z")}, "object_hold"),
 ])
 def test_config_names_the_bad_field(overrides, field):
     with pytest.raises(ValueError, match=f"ObservationConfig.{field}"):
@@ -82,6 +84,36 @@ def test_config_names_the_bad_field(overrides, field):
 
 
 # ---------------------------------------------------------------- assembly
+
+
+def _red_slot(asm: ObservationAssembler, now: float) -> list[float]:
+    return asm.assemble(now).features[ENV_STATE_KEY][0, :4].tolist()
+
+
+def test_object_hold_keeps_a_hidden_class_where_it_was_last_seen():
+    asm = ObservationAssembler(config(object_hold=0.1))
+    feed_states(asm, T0, T0 + 0.5)
+    asm.add_objects(T0 + 0.2, red_at(0.3))
+    asm.add_objects(T0 + 0.25, [])  # red hidden: held, present
+    assert _red_slot(asm, T0 + 0.25) == pytest.approx([0.3, 0.1, 0.02, 1.0])
+    asm.add_objects(T0 + 0.19, red_at(0.9))  # a late message does not move the memory back
+    asm.add_objects(T0 + 0.3, [])
+    assert _red_slot(asm, T0 + 0.3) == pytest.approx([0.3, 0.1, 0.02, 1.0])
+    asm.add_objects(T0 + 0.35, [])  # 0.15 s after the detection: no longer held
+    assert _red_slot(asm, T0 + 0.35) == [0.0, 0.0, 0.0, 0.0]
+    asm.add_objects(T0 + 0.4, red_at(0.25))
+    asm.clear()  # a new episode forgets the old one's objects
+    feed_states(asm, T0 + 0.41, T0 + 0.45)
+    asm.add_objects(T0 + 0.45, [])
+    assert _red_slot(asm, T0 + 0.45) == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_without_object_hold_a_hidden_class_is_not_seen():
+    asm = ObservationAssembler(config())
+    feed_states(asm, T0, T0 + 0.3)
+    asm.add_objects(T0 + 0.2, red_at(0.3))
+    asm.add_objects(T0 + 0.22, [])
+    assert _red_slot(asm, T0 + 0.22) == [0.0, 0.0, 0.0, 0.0]
 
 
 def test_state_follows_the_card_order_whatever_the_message_order():

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("onnx")
 import onnx
 from armstack_policy.ddim import NoiseSchedule
+from armstack_policy.observation import ObservationConfig
 from armstack_policy.onnx_policy import (CARD_FILE, EXPORT_TOOL, METADATA_CARD_KEY, TRAIN_TOOL,
                                          ACTRunner, CardError, DiffusionRunner, PolicyCard,
                                          RunnerConfig, load_policy)
@@ -194,7 +195,10 @@ def _set(path: tuple, value):
      r"onnx.outputs must hold 'action' of shape \[batch, 20, 1\]"),
     (_set(("control", "n_obs_steps"), 2), r"observation.state has shape \[batch, 1, 7\], "
                                           r"expected \[batch, 2, 7\]"),
-], ids=["format", "kind", "chunk", "fps", "action-kind", "classes", "names", "action-dim", "n-obs"])
+    (_set(("observation", "observation.environment_state", "hold_s"), -1.0),
+     r"observation\['observation.environment_state'\].hold_s must be a number of seconds"),
+], ids=["format", "kind", "chunk", "fps", "action-kind", "classes", "names", "action-dim", "n-obs",
+        "hold"])
 def test_card_errors_name_the_field(tmp_path, edit, match):
     model = write_proof_model(tmp_path)
     rewrite_card(model, edit)
@@ -220,6 +224,11 @@ def test_card_reads_the_fields_the_runtime_needs(tmp_path):
     assert card.observation_keys == ("observation.state", "observation.environment_state",
                                      "observation.images.front")
     assert card.diffusion.num_inference_steps == 5 and card.diffusion.action_scale.shape == (7,)
+    assert card.object_hold == 0.0  # a card without hold_s (older exports): no hold
+    raw = card_of(write_proof_model(tmp_path / "held"))
+    raw["observation"]["observation.environment_state"]["hold_s"] = 0.4
+    held = PolicyCard.from_dict(raw)
+    assert held.object_hold == 0.4 and ObservationConfig.for_card(held).object_hold == 0.4
 
 
 @pytest.mark.parametrize(("field", "value"), [("provider", "gpu"), ("intra_op_threads", -1),
