@@ -24,8 +24,9 @@ What the policy sees and does here is what it will see and do in the graph:
   camera's size and then shrunk, p99 below 0.03 and max below 0.25. Both bounds are checked by
   test_vla_tools.py::test_stored_frames_match_live_frames_after_decoding.
 
-The expert holds still while the gripper closes (close_time) and opens (open_time): by default
-the recording sessions' times (config/teleop.yaml), which the gripper servo's profile needs.
+The expert holds still while the gripper closes (close_time) and opens (open_time), and grasps
+with the finger axis of `--grasp-yaw`: by default the recording sessions' settings
+(config/teleop.yaml); the gripper servo's profile needs those times.
 
     python tools/make_vla_dataset.py --out ~/armstack_data/vla_sim --episodes 200 --seed 0
 """
@@ -67,7 +68,7 @@ from armstack_recorder.observation import (  # noqa: E402
     ee_action,
 )
 from armstack_recorder.video import CODECS, VideoConfig  # noqa: E402
-from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe  # noqa: E402
+from armstack_sim.expert import GRASP_YAWS, ExpertConfig, PickPlaceExpert, observe  # noqa: E402
 from armstack_sim.profiled_joints import ProfiledJoints  # noqa: E402
 from armstack_sim.world import CUBE_PALETTE, SimConfig, SimWorld  # noqa: E402
 
@@ -217,6 +218,8 @@ def main() -> int:
                    help="s the expert waits for the gripper to close (default: config/teleop.yaml)")
     p.add_argument("--open-time", type=float, default=teleop["expert_open_time"],
                    help="s the expert waits for the gripper to open (default: config/teleop.yaml)")
+    p.add_argument("--grasp-yaw", choices=GRASP_YAWS, default=teleop["expert_grasp_yaw"],
+                   help="finger axis of the expert's grasps (default: config/teleop.yaml)")
     p.add_argument("--codec", choices=CODECS, default="libx264")
     p.add_argument("--crf", type=int, default=18,
                    help="quality; low keeps the few-pixel cubes of small frames sharp")
@@ -228,7 +231,8 @@ def main() -> int:
     arm = ArmPath.for_world(world)
     image_size = args.image_size or (world.calibration.height, world.calibration.width)
     video = VideoConfig(codec=args.codec, crf=args.crf)
-    expert = ExpertConfig(close_time=args.close_time, open_time=args.open_time)
+    expert = ExpertConfig(close_time=args.close_time, open_time=args.open_time,
+                          grasp_yaw=args.grasp_yaw)
     kept, t0 = 0, time.perf_counter()
     with open_writer(args.out, args.fps, image_size, world.object_names, video) as writer:
         for i in range(args.episodes):

@@ -22,7 +22,7 @@ for _pkg in ("armstack_common", "armstack_sim"):
 
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
-from armstack_sim.expert import ExpertConfig, run_episode  # noqa: E402
+from armstack_sim.expert import GRASP_YAWS, ExpertConfig, run_episode  # noqa: E402
 from armstack_sim.world import CUBE_PALETTE, SimConfig, SimWorld  # noqa: E402
 
 
@@ -35,6 +35,9 @@ def main() -> int:
         default="red,green,blue",
         help=f"comma-separated cube colours, from {','.join(CUBE_PALETTE)}",
     )
+    parser.add_argument("--grasp-yaw", choices=GRASP_YAWS, default=ExpertConfig.grasp_yaw,
+                        help="finger axis of the grasps: square to the cube, or the wrist's "
+                        "natural direction (armstack_sim.expert.ExpertConfig.grasp_yaw)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="simulated s per episode")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the expert's retries")
     args = parser.parse_args()
@@ -44,7 +47,7 @@ def main() -> int:
 
     world = SimWorld(SimConfig(cube_colors=tuple(args.colors.split(","))))
     kinematics = ArmKinematics(urdf_path())
-    expert_config = ExpertConfig()
+    expert_config = ExpertConfig(grasp_yaw=args.grasp_yaw)
     successes = 0
     t0 = time.perf_counter()
     for i in range(args.episodes):

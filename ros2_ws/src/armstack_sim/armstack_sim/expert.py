@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 PICK_ORDERS = ("nearest", "listed")
+GRASP_YAWS = ("cube", "azimuth")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class ExpertConfig:
     # almost equally near cubes, and a policy trained on nearest-first demonstrations averages
     # the two and closes the gripper between them.
     pick_order: str = "nearest"
+    # Finger axis of a grasp: "cube", normal to a pair of the cube's faces (the firmest grip),
+    # or "azimuth", the wrist's natural direction at the cube's position whatever the cube's
+    # yaw (the open fingers span the cube's diagonal and square it up as they close). A policy
+    # that sees objects as positions only learns "azimuth": the cube's yaw decides the "cube"
+    # grasp, so its wrist angle is a target the policy cannot predict.
+    grasp_yaw: str = "cube"
 
     def __post_init__(self) -> None:
         positive = (
@@ -89,6 +96,9 @@ class ExpertConfig:
         if self.pick_order not in PICK_ORDERS:
             raise ValueError(f"ExpertConfig.pick_order must be one of {PICK_ORDERS}, "
                              f"got {self.pick_order!r}")
+        if self.grasp_yaw not in GRASP_YAWS:
+            raise ValueError(f"ExpertConfig.grasp_yaw must be one of {GRASP_YAWS}, "
+                             f"got {self.grasp_yaw!r}")
         if not self.lift_height > self.approach_height > self.grasp_offset:
             raise ValueError("ExpertConfig: need lift_height > approach_height > grasp_offset")
 
@@ -346,7 +356,8 @@ class PickPlaceExpert:
             return top_down_pose(home, _natural_yaw(home)), cfg.gripper_open, None
         if phase in (Phase.APPROACH, Phase.DESCEND):
             cube = obs.objects[self.target]
-            self._yaw = grasp_yaw(cube)
+            self._yaw = (grasp_yaw(cube) if cfg.grasp_yaw == "cube"
+                         else _natural_yaw(cube.position))
             height = cfg.approach_height if phase is Phase.APPROACH else cfg.grasp_offset
             return (
                 top_down_pose(cube.position + (0.0, 0.0, height), self._yaw),

@@ -137,6 +137,20 @@ def test_pick_order(order: str, expected: list[str]) -> None:
     assert expert.delivered == expected
 
 
+@pytest.mark.parametrize("cube_yaw", [0.0, 0.5, 0.785, -0.3])
+def test_an_azimuth_grasp_ignores_the_cubes_yaw(cube_yaw: float) -> None:
+    cube = _cube("red_cube", 0.25, 0.1, yaw=cube_yaw)
+    world = _IdealWorld([cube], sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(grasp_yaw="azimuth"), BIN, BIN_SIZE, ["red_cube"])
+    t = 0.0
+    while (action := expert.act(world.observe(t))).phase != "close":
+        world.apply(action.ee_pose, action.gripper)
+        t += 0.02
+    finger = action.ee_pose[:3, 1]
+    natural = math.atan2(0.1, 0.25) + math.pi / 2
+    np.testing.assert_allclose(finger, [math.cos(natural), math.sin(natural), 0.0], atol=1e-9)
+
+
 def test_state_machine_retries_a_failed_grasp_then_gives_up() -> None:
     world = _IdealWorld([_cube("red_cube", 0.25, 0.05)], sticky=False)
     config = ExpertConfig(max_attempts=2)
@@ -173,15 +187,18 @@ def test_expert_config_errors_name_the_field() -> None:
         ExpertConfig(gripper_open=0.0)
     with pytest.raises(ValueError, match="pick_order"):
         ExpertConfig(pick_order="random")
+    with pytest.raises(ValueError, match="grasp_yaw"):
+        ExpertConfig(grasp_yaw="diagonal")
     with pytest.raises(ValueError, match="target"):
         PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, [])
 
 
+@pytest.mark.parametrize("grasp", ["cube", "azimuth"])
 @pytest.mark.parametrize("seed", [5])
-def test_full_episode_in_the_simulated_world(seed: int) -> None:
+def test_full_episode_in_the_simulated_world(seed: int, grasp: str) -> None:
     world = SimWorld(SimConfig())
     kinematics = ArmKinematics(urdf_path())
-    result = run_episode(world, kinematics, seed)
+    result = run_episode(world, kinematics, seed, ExpertConfig(grasp_yaw=grasp))
     assert result.success, result
     assert result.in_bin == {name: True for name in world.object_names}
     assert result.ik_failures == 0

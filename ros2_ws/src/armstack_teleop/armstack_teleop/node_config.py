@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 SOURCES = ("keyboard", "gamepad", "leader", "expert")
 EE_SOURCES = ("joint_states", "sim")
-# armstack_sim.expert.PICK_ORDERS, restated so this module does not import the simulator
-# (MuJoCo); test_node_config checks they agree.
+# armstack_sim.expert.PICK_ORDERS and GRASP_YAWS, restated so this module does not import the
+# simulator (MuJoCo); test_node_config checks they agree.
 PICK_ORDERS = ("nearest", "listed")
+GRASP_YAWS = ("cube", "azimuth")
 
 TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("source", "keyboard", "what drives the arm: keyboard and gamepad jog the end effector "
@@ -89,6 +90,10 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("expert_pick_order", "listed", "which cube the expert takes next: the nearest to the "
               "gripper, or the listed (alphabetical) order, which policies learn more easily",
               choices=PICK_ORDERS, read_only=True),
+    ParamSpec("expert_grasp_yaw", "azimuth", "finger axis of the expert's grasps: normal to the "
+              "cube's faces ('cube'), or the wrist's natural direction at the cube ('azimuth'), "
+              "which a policy that sees object positions but not their yaw can learn",
+              choices=GRASP_YAWS, read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
@@ -166,6 +171,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
             close_time=float(values["expert_close_time"]),
             open_time=float(values["expert_open_time"]),
             pick_order=str(values["expert_pick_order"]),
+            grasp_yaw=str(values["expert_grasp_yaw"]),
         ),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
