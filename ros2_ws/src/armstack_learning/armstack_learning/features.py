@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from armstack_policy.observation import MAX_OBJECT_HOLD
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ QUATERNION_NAMES: tuple[str, str, str, str] = ("qx", "qy", "qz", "qw")
 ACTION_KINDS = ("joint", "ee")
 ACTION_TOPICS = {"joint": "joint_command", "ee": "ee_command"}
 BASE_FRAME = "base_link"
-MAX_OBJECT_HOLD = 10.0  # s; longer is no longer "briefly hidden"
 
 
 def _check_names(owner: str, names: Sequence[str], allow_empty: bool = False) -> None:

@@ -53,6 +53,7 @@ ENV_STATE_KEY = "observation.environment_state"
 IMAGE_PREFIX = "observation.images."
 OBJECT_FIELDS = ("x", "y", "z", "present", "score")
 JOINT_STATES = "joint_states"
+MAX_OBJECT_HOLD = 10.0  # s; longer is no longer "briefly hidden"
 OBJECTS = "objects"
 
 
@@ -82,7 +83,8 @@ class ObservationConfig:
         if len(sizes) > 1:
             raise ValueError(f"cameras of different image sizes {sorted(sizes)} are not supported")
         return cls(state_names=card.state_names, object_classes=card.object_classes,
-                   object_fields=card.object_fields, object_hold=card.object_hold, cameras=tuple(c for c, _, _ in card.cameras),
+                   object_fields=card.object_fields, object_hold=card.object_hold,
+                   cameras=tuple(c for c, _, _ in card.cameras),
                    image_size=next(iter(sizes), None), n_obs_steps=card.n_obs_steps,
                    spacing=card.dt, **limits)
 
@@ -99,8 +101,10 @@ class ObservationConfig:
         unknown = [f for f in self.object_fields if f not in OBJECT_FIELDS]
         if unknown:
             fail("object_fields", f"{unknown} unknown; supported: {OBJECT_FIELDS}")
-        if not (isinstance(self.object_hold, (int, float)) and 0.0 <= self.object_hold <= 10.0):
-            fail("object_hold", f"must be a number of seconds in [0, 10], got {self.object_hold!r}")
+        if not (isinstance(self.object_hold, (int, float))
+                and 0.0 <= self.object_hold <= MAX_OBJECT_HOLD):
+            fail("object_hold", f"must be a number of seconds in [0, {MAX_OBJECT_HOLD}], got "
+                 f"{self.object_hold!r}")
         if self.object_hold > 0 and "present" not in self.object_fields:
             fail("object_hold", "needs the 'present' field, which says whether a slot is filled")
         if self.cameras and (self.image_size is None or len(self.image_size) != 2
