@@ -63,6 +63,7 @@ class GraphView(Protocol):
     def task_status(self) -> TaskSnapshot | None: ...
     def teleop_status(self) -> TeleopSnapshot | None: ...
     def driver_faulted(self) -> bool: ...
+    def joint_positions(self, names: tuple[str, ...]) -> tuple[float, ...] | None: ...
     def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None: ...
     def episode_started(self, index: int, seed: int | None) -> None: ...
     def episode_ended(self) -> None: ...
@@ -103,10 +104,14 @@ class RunnerConfig:
     controller: str = "policy"  # one of graph_launch.CONTROLLERS
     episodes: int = 10
     timeout: float = 60.0  # s per episode, from the controller's start
-    settle: float = 1.5  # s after sim/reset before the policy starts
-    # Joint positions commanded while settling (the simulator's home pose); empty: none.
+    settle: float = 1.5  # s after sim/reset before the policy starts, at least
+    # Joint positions commanded while settling (the simulator's home pose); empty: none. The
+    # policy starts once the measured joints are within start_tolerance of them (rad; m for
+    # the gripper): after a success the arm is over the bin, further than `settle` lets the
+    # servos' motion profiles bring it back, and a policy started there is off its data.
     start_joints: tuple[str, ...] = ()
     start_positions: tuple[float, ...] = ()
+    start_tolerance: float = 0.02
     service_timeout: float = 10.0  # s per service call (discovery included)
     start_timeout: float = 30.0  # s for a scene reset to show, or for the expert's next take
     # The policy controller publishes on ee_command; a joint-space policy on joint_command.
@@ -120,7 +125,7 @@ class RunnerConfig:
             raise ValueError(f"RunnerConfig.controller must be one of {CONTROLLERS}, got {self.controller!r}")
         if self.episodes < 1:
             raise ValueError(f"RunnerConfig.episodes must be >= 1, got {self.episodes}")
-        for name in ("timeout", "service_timeout", "start_timeout"):
+        for name in ("timeout", "service_timeout", "start_timeout", "start_tolerance"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"RunnerConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.settle < 0.0:
@@ -213,13 +218,34 @@ class EpisodeSequence:
         self._wait_for(lambda: self.graph.task_status().scene > before, self.cfg.start_timeout,
                        "the new scene on sim/task_status")
         settled = self.graph.now() + self.cfg.settle
-        while self.graph.now() < settled:
+        deadline = settled + self.cfg.start_timeout
+        while self.graph.now() < settled or not self._at_start_pose():
+            if self.graph.now() > deadline:
+                raise RunnerError(f"the arm did not reach the start pose within "
+                                  f"{self.cfg.settle + self.cfg.start_timeout:g} s of sim/reset: "
+                                  f"{self._start_pose_offsets()}")
             if self.cfg.start_joints:
                 self.graph.command_joints(self.cfg.start_joints, self.cfg.start_positions)
             self.graph.sleep(START_POSE_PERIOD)
         self._require("policy/reset")
         self._require("policy/start")
         return self.graph.now(), self.graph.task_status().scene
+
+    def _at_start_pose(self) -> bool:
+        if not self.cfg.start_joints:
+            return True
+        measured = self.graph.joint_positions(self.cfg.start_joints)
+        return measured is not None and all(
+            abs(m - p) <= self.cfg.start_tolerance
+            for m, p in zip(measured, self.cfg.start_positions, strict=True))
+
+    def _start_pose_offsets(self) -> str:
+        measured = self.graph.joint_positions(self.cfg.start_joints)
+        if measured is None:
+            return "no joint_states with every start joint"
+        return ", ".join(f"{n} {m - p:+.3f}" for n, m, p in zip(
+            self.cfg.start_joints, measured, self.cfg.start_positions, strict=True)
+            if abs(m - p) > self.cfg.start_tolerance)
 
     def _begin_expert(self) -> tuple[float, int]:
         def new_take() -> bool:

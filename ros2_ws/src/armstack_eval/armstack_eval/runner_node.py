@@ -61,6 +61,7 @@ class EpisodeRunnerNode(Node):
         self._teleop: TeleopSnapshot | None = None
         self._driver_mode = ""
         self._joint_states = 0
+        self._joints: dict[str, float] = {}  # the latest joint_states, by name
         self._image_sub = None
         sub = self.create_subscription
         sub(Detection2DArray, DETECTIONS, self._on_detections, RESULTS_QOS)
@@ -121,6 +122,8 @@ class EpisodeRunnerNode(Node):
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._joint_states += 1
+        with self._lock:
+            self._joints = dict(zip(msg.name, msg.position, strict=False))
         self.log.joint_state(_stamp_ns(msg.header) * 1e-9, list(msg.name), list(msg.position))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -192,6 +195,13 @@ class EpisodeRunnerNode(Node):
 
     def driver_faulted(self) -> bool:
         return self._driver_mode == "fault"
+
+    def joint_positions(self, names: tuple[str, ...]) -> tuple[float, ...] | None:
+        with self._lock:
+            joints = self._joints
+        if not all(n in joints for n in names):
+            return None
+        return tuple(float(joints[n]) for n in names)
 
     def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None:
         msg = JointState(name=list(names), position=[float(p) for p in positions])

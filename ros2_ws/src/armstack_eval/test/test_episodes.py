@@ -13,7 +13,7 @@ class FakeGraph:
     starts (None: never). The expert's takes start `take_delay` s after the previous ended."""
 
     def __init__(self, solve_after: list[float | None], expert: bool = False, take_delay: float = 2.0,
-                 take_length: float = 5.0) -> None:
+                 take_length: float = 5.0, reach_after: float | None = 0.0) -> None:
         self.t = 1000.0
         self.calls: list[str] = []
         self.scene, self.solve_after = 0, list(solve_after)
@@ -23,6 +23,8 @@ class FakeGraph:
         self.faulted = False
         self.filmed: list[int] = []
         self.start_pose: list[tuple[float, str, tuple]] = []  # (time, last call, positions)
+        # The arm is at the commanded start pose this long after sim/reset (None: never).
+        self.reach_after, self.reset_at = reach_after, self.t
 
     def now(self) -> float:
         return self.t
@@ -50,6 +52,7 @@ class FakeGraph:
         if service == "sim/reset":
             self.scene += 1
             self.started_at = None
+            self.reset_at = self.t
         elif service == "policy/start":
             self.started_at = self.t
         elif service == "policy/stop":
@@ -70,6 +73,12 @@ class FakeGraph:
 
     def driver_faulted(self) -> bool:
         return self.faulted
+
+    def joint_positions(self, names: tuple[str, ...]) -> tuple[float, ...] | None:
+        if not self.start_pose:
+            return None
+        reached = self.reach_after is not None and self.t - self.reset_at >= self.reach_after
+        return tuple(self.start_pose[-1][2][n] + (0.0 if reached else 0.5) for n in names)
 
     def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None:
         self.start_pose.append((self.t, self.calls[-1], dict(zip(names, positions, strict=True))))
@@ -113,6 +122,18 @@ def test_the_start_pose_is_commanded_between_the_reset_and_the_policy_start():
     assert len(first) == pytest.approx(1.0 / 0.02, abs=2)  # every 20 ms through the settle
     with pytest.raises(ValueError, match="start_positions"):
         RunnerConfig(start_joints=("waist",), start_positions=())
+
+
+def test_the_policy_starts_once_the_arm_is_at_the_start_pose():
+    pose = {"start_joints": ("waist", "left_finger"), "start_positions": (0.0, 0.035)}
+    graph = FakeGraph([3.0], reach_after=2.5)  # longer than the settle
+    _run(graph, controller="policy", episodes=1, timeout=20.0, settle=1.0, **pose)
+    reset = graph.start_pose[0][0]
+    assert graph.start_pose[-1][0] - reset == pytest.approx(2.5, abs=0.05)
+    with pytest.raises(RunnerError, match=r"did not reach the start pose within 3 s of sim/reset: "
+                                          r"waist \+0.500, left_finger \+0.500"):
+        _run(FakeGraph([3.0], reach_after=None), controller="policy", episodes=1, timeout=20.0,
+             settle=1.0, start_timeout=2.0, **pose)
 
 
 def test_expert_episodes_follow_the_takes_and_end_the_session():
