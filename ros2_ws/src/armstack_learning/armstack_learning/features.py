@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from armstack_policy.observation import MAX_OBJECT_HOLD
+from armstack_policy.observation import ObjectMemory, object_hold_problem
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +78,9 @@ class ObjectSlotsConfig:
     def __post_init__(self) -> None:
         _check_names("ObjectSlotsConfig.classes", self.classes)
         _check_names("ObjectSlotsConfig.fields", self.fields)
-        if (not isinstance(self.hold, (int, float)) or isinstance(self.hold, bool)
-                or not 0.0 <= self.hold <= MAX_OBJECT_HOLD):
-            raise ValueError(f"ObjectSlotsConfig.hold must be a number of seconds in "
-                             f"[0, {MAX_OBJECT_HOLD}], got {self.hold!r}")
-        if self.hold > 0 and "present" not in self.fields:
-            raise ValueError("ObjectSlotsConfig.hold needs the 'present' field, which says "
-                             f"whether a slot holds a detection; fields are {self.fields!r}")
+        problem = object_hold_problem(self.hold, self.fields)
+        if problem:
+            raise ValueError(f"ObjectSlotsConfig.hold {problem}")
 
     @property
     def names(self) -> list[str]:
@@ -238,25 +234,17 @@ def hold_last_seen(env: np.ndarray, episode: np.ndarray, timestamp: np.ndarray,
                    objects: ObjectSlotsConfig) -> np.ndarray:
     """Environment states (N, C*F) of consecutive frames with `objects.hold` applied; a copy.
 
-    In each episode (frames of one `episode` value are contiguous and in time order), a slot
-    whose present flag is 0 takes the values of its class's last frame with present = 1 when
-    that frame is at most `hold` s older (`timestamp`, s). Held values are never held again:
-    the hold counts from the last real detection."""
+    Frame by frame through the policy node's own `ObjectMemory`, forgotten at each new
+    `episode` value (an episode's frames are contiguous and in time order, `timestamp` in s),
+    so training holds exactly as the runtime does."""
     out = np.array(env, dtype=np.float32, copy=True)
-    if objects.hold <= 0 or len(out) == 0:
+    if objects.hold <= 0:
         return out
-    width, present = objects.slot_dim, objects.fields.index("present")
-    slots = out.reshape(len(out), objects.num_slots, width)  # a view of out
-    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
-    for begin, end in zip(starts, np.r_[starts[1:], len(out)], strict=True):
-        frames = np.arange(begin, end)
-        for c in range(objects.num_slots):
-            seen = slots[begin:end, c, present] > 0
-            # last seen frame at or before each frame (-1: none yet in this episode)
-            last = np.maximum.accumulate(np.where(seen, frames, -1))
-            fill = ~seen & (last >= 0)
-            fill[fill] &= timestamp[frames[fill]] - timestamp[last[fill]] <= objects.hold + 1e-9
-            slots[frames[fill], c] = slots[last[fill], c]
+    memory = ObjectMemory(objects.num_slots, objects.fields, objects.hold)
+    for t in range(len(out)):
+        if t == 0 or episode[t] != episode[t - 1]:
+            memory.clear()
+        out[t] = memory.fill(float(timestamp[t]), out[t])
     return out
 
 

@@ -101,12 +101,9 @@ class ObservationConfig:
         unknown = [f for f in self.object_fields if f not in OBJECT_FIELDS]
         if unknown:
             fail("object_fields", f"{unknown} unknown; supported: {OBJECT_FIELDS}")
-        if not (isinstance(self.object_hold, (int, float))
-                and 0.0 <= self.object_hold <= MAX_OBJECT_HOLD):
-            fail("object_hold", f"must be a number of seconds in [0, {MAX_OBJECT_HOLD}], got "
-                 f"{self.object_hold!r}")
-        if self.object_hold > 0 and "present" not in self.object_fields:
-            fail("object_hold", "needs the 'present' field, which says whether a slot is filled")
+        problem = object_hold_problem(self.object_hold, self.object_fields)
+        if problem:
+            fail("object_hold", problem)
         if self.cameras and (self.image_size is None or len(self.image_size) != 2
                              or min(self.image_size) < 1):
             fail("image_size", f"must be (H, W) >= 1 with cameras, got {self.image_size!r}")
@@ -176,6 +173,18 @@ def object_slots(objects: Iterable[DetectedObject], classes: Sequence[str],
                   "present": 1.0, "score": obj.score}
         out[i] = [values[f] for f in fields]
     return out.reshape(-1)
+
+
+def object_hold_problem(hold: object, fields: Sequence[str]) -> str | None:
+    """Why `hold` (s) is not an object hold for slots of `fields`, or None: the one check of the
+    layout, the model card and the assembler."""
+    if (not isinstance(hold, (int, float)) or isinstance(hold, bool)
+            or not 0.0 <= hold <= MAX_OBJECT_HOLD):
+        return f"must be a number of seconds in [0, {MAX_OBJECT_HOLD}], got {hold!r}"
+    if hold > 0 and "present" not in fields:
+        return ("needs the 'present' field, which says whether a slot holds a detection; "
+                f"fields are {tuple(fields)!r}")
+    return None
 
 
 class ObjectMemory:

@@ -39,7 +39,7 @@ import numpy as np
 from armstack_common.onnx_session import ORT_PROVIDER_NAMES, open_session
 
 from armstack_policy.ddim import SPACINGS, DDIMSampler, NoiseSchedule
-from armstack_policy.observation import MAX_OBJECT_HOLD
+from armstack_policy.observation import object_hold_problem
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +197,9 @@ class PolicyCard:
             classes = _names(raw, ("observation", ENV_STATE_KEY, "classes"), source)
             fields = _names(raw, ("observation", ENV_STATE_KEY, "fields"), source)
             hold = raw["observation"][ENV_STATE_KEY].get("hold_s", 0.0)  # absent: older cards
-            if (not isinstance(hold, (int, float)) or isinstance(hold, bool)
-                    or not 0.0 <= hold <= MAX_OBJECT_HOLD
-                    or (hold > 0 and "present" not in fields)):
-                raise CardError(f"{source}: observation[{ENV_STATE_KEY!r}].hold_s must be a "
-                                f"number of seconds in [0, {MAX_OBJECT_HOLD}] (with a 'present' "
-                                f"field when > 0), got {hold!r}")
+            problem = object_hold_problem(hold, fields)
+            if problem:
+                raise CardError(f"{source}: observation[{ENV_STATE_KEY!r}].hold_s {problem}")
         cameras = tuple(
             (key[len(IMAGE_PREFIX):], _int(raw, ("observation", key, "height"), source),
              _int(raw, ("observation", key, "width"), source))
