@@ -219,11 +219,11 @@ class EpisodeSequence:
                        "the new scene on sim/task_status")
         settled = self.graph.now() + self.cfg.settle
         deadline = settled + self.cfg.start_timeout
-        while self.graph.now() < settled or not self._at_start_pose():
+        while (off_pose := self._start_pose_offsets()) or self.graph.now() < settled:
             if self.graph.now() > deadline:
                 raise RunnerError(f"the arm did not reach the start pose within "
                                   f"{self.cfg.settle + self.cfg.start_timeout:g} s of sim/reset: "
-                                  f"{self._start_pose_offsets()}")
+                                  f"{off_pose}")
             if self.cfg.start_joints:
                 self.graph.command_joints(self.cfg.start_joints, self.cfg.start_positions)
             self.graph.sleep(START_POSE_PERIOD)
@@ -231,15 +231,10 @@ class EpisodeSequence:
         self._require("policy/start")
         return self.graph.now(), self.graph.task_status().scene
 
-    def _at_start_pose(self) -> bool:
-        if not self.cfg.start_joints:
-            return True
-        measured = self.graph.joint_positions(self.cfg.start_joints)
-        return measured is not None and all(
-            abs(m - p) <= self.cfg.start_tolerance
-            for m, p in zip(measured, self.cfg.start_positions, strict=True))
-
     def _start_pose_offsets(self) -> str:
+        """The start joints further than start_tolerance from the start pose ("": none)."""
+        if not self.cfg.start_joints:
+            return ""
         measured = self.graph.joint_positions(self.cfg.start_joints)
         if measured is None:
             return "no joint_states with every start joint"
