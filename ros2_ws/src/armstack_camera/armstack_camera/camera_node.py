@@ -16,7 +16,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -29,7 +28,7 @@ from armstack_camera.msg_conv import camera_info_from_model, numpy_to_image
 from armstack_camera.qos import TF_STATIC_BROADCASTER_QOS, image_qos
 from armstack_camera.source import Frame, SourceInfo
 from armstack_camera.stream_report import check_stream
-from armstack_common import paths
+from armstack_common import paths, shutdown
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
@@ -201,7 +200,7 @@ class CameraNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    stop = shutdown.init(args, "camera")
     node = None
     try:
         try:
@@ -213,11 +212,7 @@ def main(args: list[str] | None = None) -> int:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 return 1
             node.trigger_activate()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         if node is not None:
             node.release()

@@ -15,7 +15,6 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
@@ -23,7 +22,7 @@ from vision_msgs.msg import Detection2DArray
 from armstack_camera.config import resolve_config_path
 from armstack_camera.msg_conv import image_to_rgb, numpy_to_image
 from armstack_camera.qos import RESULTS_QOS, image_qos
-from armstack_common import paths
+from armstack_common import paths, shutdown
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
@@ -155,7 +154,7 @@ class DetectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    stop = shutdown.init(args, "detector")
     node = None
     try:
         try:
@@ -164,9 +163,7 @@ def main(args: list[str] | None = None) -> int:
             # One line naming the file and what makes it, not a traceback wall.
             print(f"detector: {exc}", file=sys.stderr)
             return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         if node is not None:
             node.stop()

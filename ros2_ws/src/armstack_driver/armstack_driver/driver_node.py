@@ -17,20 +17,17 @@ The logic is in bus.py, safety.py and loop.py; this file only wires ROS.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
-from armstack_common import paths
+from armstack_common import paths, shutdown
 from armstack_common.diagnostics import to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.servo_config import ServoConfigError, load_servo_config
@@ -211,20 +208,13 @@ class DriverNode(LifecycleNode):
         self._diag_pub.publish(to_msg(reports, self.get_clock().now().to_msg()))
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: list[str] | None = None) -> int:
     # The loop thread shares the GIL with the executor; a short switch interval keeps a ROS
     # callback from delaying a bus cycle by the default 5 ms.
     sys.setswitchinterval(0.0005)
-    # rclpy's own handlers would shut the context down (the loop's publishers fail mid-cycle)
-    # and then raise KeyboardInterrupt as well, possibly inside release(), skipping the torque
-    # off. One KeyboardInterrupt in the main thread, with the context still up, is orderly.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Signals only end the spin (armstack_common.shutdown): the context stays up while the
+    # loop's publishers run, and a second Ctrl-C cannot cut release() (torque off) short.
+    stop = shutdown.init(args, "driver")
     node = None
     try:
         try:
@@ -234,15 +224,8 @@ def main(args: list[str] | None = None) -> int:
             return 2
         if node.config.autostart:
             node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
-        # A second Ctrl-C (or SIGTERM) must not cut release() short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
             node.release()
             node.destroy_node()

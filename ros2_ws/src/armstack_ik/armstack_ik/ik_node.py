@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import rclpy
+from armstack_common import shutdown
 from armstack_common.diagnostics import to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.paths import urdf_path
@@ -19,7 +20,6 @@ from armstack_common.timeutil import stamp_to_sec
 from armstack_interfaces.msg import EndEffectorCommand
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -123,7 +123,7 @@ class IKNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     try:
-        rclpy.init(args=args)
+        stop = shutdown.init(args, "ik")
     except RuntimeError as exc:
         # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
         get_logger("ik").fatal(str(exc))
@@ -136,9 +136,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 1
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import rclpy
+from armstack_common import shutdown
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.paths import urdf_path
@@ -20,7 +21,6 @@ from armstack_common.stats import RateMeter
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -111,7 +111,7 @@ class StatePublisher(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    stop = shutdown.init(args, "state_publisher")
     try:
         node = StatePublisher()
     except (ValueError, OSError) as exc:
@@ -119,9 +119,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 1
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -14,7 +14,6 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -25,6 +24,7 @@ from visualization_msgs.msg import MarkerArray
 from armstack_camera.calibration import CameraModel
 from armstack_camera.msg_conv import camera_model_from_info, image_to_depth_mm
 from armstack_camera.qos import RESULTS_QOS, TF_QOS, TF_STATIC_LISTENER_QOS, image_qos
+from armstack_common import shutdown
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
@@ -166,7 +166,7 @@ class LocalizationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    stop = shutdown.init(args, "localization")
     node = None
     try:
         try:
@@ -174,9 +174,7 @@ def main(args: list[str] | None = None) -> int:
         except (ValueError, ParameterException) as exc:
             print(f"localization: {exc}", file=sys.stderr)
             return 2
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         if node is not None:
             node.destroy_node()

@@ -185,7 +185,7 @@ def test_without_the_camera_transform_frames_are_refused_and_reported():
 
         with NodeProcess(MODULE, {"diagnostics_period_s": 0.3}, DOMAIN) as node:
             assert lis.spin_until(lambda: tf_failures() >= 3, 30.0, node), node.output()
-            assert node.stop() == 0
+            assert node.stop() == 0, node.output()
     assert objects == []
     status = diagnostics[-1][1].status[0]
     assert status.level == b"\x01" and "no transform base_link <- camera_color_optical_frame" in (

@@ -24,7 +24,7 @@ import numpy as np
 import rclpy
 from armstack_camera.msg_conv import image_to_numpy
 from armstack_camera.qos import RESULTS_QOS, image_qos
-from armstack_common import paths
+from armstack_common import paths, shutdown
 from armstack_common.diagnostics import to_msg
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.params import NodeParameters
@@ -35,7 +35,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -272,7 +271,7 @@ class PolicyNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     try:
-        rclpy.init(args=args)
+        stop = shutdown.init(args, "policy")
     except RuntimeError as exc:
         # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
         print(f"policy: {exc}", file=sys.stderr)
@@ -285,9 +284,7 @@ def main(args: list[str] | None = None) -> int:
             # A missing model or card, or a bad parameter: say which, without a traceback.
             get_logger("policy").fatal(str(exc))
             return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         if node is not None:
             node.stop_worker()

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -29,11 +27,11 @@ from typing import Any
 import rclpy
 from armstack_common.diagnostics import to_msg
 from armstack_common.executors import SubmitOnceExecutor
+from armstack_common import shutdown
 from armstack_common.params import NodeParameters
 from armstack_interfaces.msg import EndEffectorCommand, EpisodeStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import (
@@ -42,7 +40,6 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -266,21 +263,9 @@ class RecorderNode(Node):
         self._worker.close()
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM end the spin but leave the ROS context up, so the last save still logs
-    and publishes its report; a second signal aborts at once."""
-    def handler(signum: int, _frame: object) -> None:
-        get_logger("recorder").info(f"{signal.Signals(signum).name}: finishing; again to abort")
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # The context stays up after a signal, so the last save still logs and publishes its report.
+    stop = shutdown.init(args, "recorder", abort_on_repeat=True)
     try:
         node = RecorderNode()
     except (ValueError, OSError, RuntimeError) as exc:
@@ -288,16 +273,11 @@ def main(args: list[str] | None = None) -> int:
         get_logger("recorder").fatal(str(exc))
         rclpy.try_shutdown()
         return 1
-    stop = threading.Event()
-    _stop_on_signals(stop)
     # a thread per input stream, the tick, the services, and one spare
     executor = SubmitOnceExecutor(num_threads=len(node.streams) + 3)
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
+        shutdown.spin(executor, stop)
     finally:
         node.close()
         executor.shutdown()

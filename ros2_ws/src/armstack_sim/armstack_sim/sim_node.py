@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
-from armstack_common import paths
+from armstack_common import paths, shutdown
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.servo_config import load_servo_config
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     # The bus emulator answers from a Python thread; with the default 5 ms GIL switch
     # interval the physics and camera threads would delay servo replies by milliseconds.
     sys.setswitchinterval(0.0005)
-    rclpy.init(args=argv)
+    stop = shutdown.init(argv, "sim")
     try:
         node = SimNode()
     except (ValueError, FileNotFoundError) as exc:
@@ -271,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 1
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop)
     finally:
         node.shutdown()
         node.destroy_node()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from armstack_common import shutdown
 from armstack_interfaces.msg import EndEffectorCommand
 from armstack_interfaces.msg import EpisodeStatus as EpisodeStatusMsg
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -302,7 +302,7 @@ class TeleopNode(Node):
 def main(args: list[str] | None = None) -> int:
     # The plain modules (e.g. the expert's grasp retries) log through Python logging.
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
+    stop = shutdown.init(args, "teleop")
     try:
         node = TeleopNode()
     except (ValueError, OSError) as exc:
@@ -311,10 +311,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 1
     try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        shutdown.spin(node, stop, done=lambda: node.done)
     finally:
         node.shutdown()
         node.destroy_node()
