@@ -27,6 +27,7 @@ _REPO = Path(__file__).resolve().parents[1]
 for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
+from armstack_learning.augment import RelocationConfig  # noqa: E402
 from armstack_learning.factory import POLICY_KINDS, config_with_overrides  # noqa: E402
 from armstack_learning.features import ACTION_KINDS, ObjectSlotsConfig, layout_for_dataset  # noqa: E402
 from armstack_learning.normalize import NormalizationConfig  # noqa: E402
@@ -72,6 +73,11 @@ def _parse() -> argparse.Namespace:
                    help="a class not seen keeps its last detection for up to S seconds, in "
                    "training and in the exported model's runtime (default 0: off); a fine-tune "
                    "(--init-from) takes this value, not its checkpoint's")
+    p.add_argument("--relocate-waiting", type=float, default=0.0, metavar="P",
+                   help="probability that a training sample moves the cubes its action chunk "
+                   "ignores (those the demonstration picks later) to other free spots on the "
+                   "table, so the policy reaches from the cube it picks, not from the layout "
+                   "(default 0: off; object-slot policies only)")
     p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
     p.add_argument("--cameras", default="", help="camera names to use as image inputs")
     p.add_argument("--min-scale", type=float, default=NormalizationConfig.min_scale)
@@ -99,7 +105,8 @@ def main() -> int:
         grad_clip_norm=args.grad_clip, ema=args.ema if args.ema is not None else diffusion,
         seed=args.seed, save_every=args.save_every, log_every=args.log_every,
         keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
-        init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale))
+        init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale),
+        relocation=RelocationConfig(probability=args.relocate_waiting))
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
         classes=_csv(classes), fields=_csv(args.object_fields), hold=args.object_hold)

@@ -34,10 +34,17 @@ from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
 from armstack_recorder.stats import vector_stats
 from torch.utils.data import Dataset
 
+from armstack_learning.augment import (
+    RelocationConfig,
+    relocate_slots,
+    table_region,
+    waiting_slots,
+)
 from armstack_learning.features import (
     ACTION_KEY,
     ACTION_PAD_KEY,
     ENV_STATE_KEY,
+    GRIPPER_JOINT,
     LANGUAGE_KEY,
     STATE_KEY,
     FeatureLayout,
@@ -79,9 +86,12 @@ class ChunkDataset(Dataset):
     def __init__(self, root: Path | str, layout: FeatureLayout, window: WindowConfig,
                  image_size: tuple[int, int] | None = None, preload_images: bool = False,
                  tokenize: Callable[[str], np.ndarray] | None = None,
-                 targets: tuple[str, ...] = ()) -> None:
+                 targets: tuple[str, ...] = (),
+                 relocation: RelocationConfig | None = None) -> None:
         """image_size (H, W): the size samples carry (default: the dataset's); tokenize: task
-        string -> (L,) ids, to add observation.language.tokens to every sample."""
+        string -> (L,) ids, to add observation.language.tokens to every sample; relocation:
+        move the cubes a sample's actions ignore (armstack_learning.augment), drawing from
+        torch's RNG, which checkpoints save and restore."""
         self.reader = LeRobotDatasetReader(root)
         self.layout = layout
         self.window = window
@@ -114,6 +124,9 @@ class ChunkDataset(Dataset):
         if tokenize is not None:
             self._task_tokens = np.stack([tokenize(t) for t in self.reader.tasks])
         self._frames: dict[str, np.ndarray] = {}  # image key -> (N, H, W, 3) uint8
+        self._relocation = relocation if relocation and relocation.probability > 0 else None
+        if self._relocation:
+            self._prepare_relocation(self._relocation)
         if preload_images:
             self._preload()
 
@@ -148,7 +161,7 @@ class ChunkDataset(Dataset):
                 ACTION_KEY: torch.from_numpy(self._action[act]),
                 ACTION_PAD_KEY: torch.from_numpy(pad)}
         if self._env is not None:
-            item[ENV_STATE_KEY] = torch.from_numpy(self._env[obs])
+            item[ENV_STATE_KEY] = torch.from_numpy(self._sample_env(t, obs))
         for key in self.layout.image_keys:
             if key in self._frames:
                 frames = self._frames[key][obs]  # (n_obs, H, W, 3) uint8
@@ -162,6 +175,36 @@ class ChunkDataset(Dataset):
         for key, values in self._targets.items():
             item.setdefault(key, torch.from_numpy(values[t]))
         return item
+
+    def _prepare_relocation(self, config: RelocationConfig) -> None:
+        if self._env is None:
+            raise ValueError("moving objects needs an environment state: the layout has no "
+                             "object slots")
+        gripper = [n for n in self.layout.action.names if n in (GRIPPER_JOINT, "gripper")]
+        if not gripper:
+            raise ValueError(f"moving objects needs a gripper action to tell the picks apart; "
+                             f"the actions are {self.layout.action.names}")
+        fields = self.layout.objects.fields
+        self._waiting = waiting_slots(  # (N, C)
+            self._env, self._action[:, self.layout.action.names.index(gripper[0])],
+            self._episode, fields, self.window.chunk_size * self.window.action_stride,
+            config.settle_frames)
+        self._region = table_region(self._env, self._episode, fields)
+
+    def _sample_env(self, t: int, obs: np.ndarray) -> np.ndarray:
+        """The environment states of frame t's observation history, its waiting cubes moved
+        with the relocation's probability."""
+        env = self._env[obs]
+        config = self._relocation
+        if config is None or float(torch.rand(())) >= config.probability:
+            return env
+        slots = np.flatnonzero(self._waiting[t])
+        if not slots.size:
+            return env
+        # 16 candidates a cube: free spots are most of the table, so a cube rarely stays put
+        uniform = torch.rand(16 * len(slots), 2, dtype=torch.float64).numpy()
+        return relocate_slots(env, slots, self.layout.objects.fields, self._region,
+                              config.min_separation, uniform)
 
     def task(self, t: int) -> str:
         """The task string of frame t's episode."""

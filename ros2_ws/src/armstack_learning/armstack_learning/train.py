@@ -42,6 +42,7 @@ from armstack_learning.factory import (
     make_dataset,
     prepare_config,
 )
+from armstack_learning.augment import RelocationConfig
 from armstack_learning.features import FeatureLayout
 from armstack_learning.normalize import NormalizationConfig
 from armstack_learning.policy import Policy
@@ -80,6 +81,8 @@ class TrainConfig:
     # constant-LR run.
     init_from: str | None = None
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    # Training samples move the cubes their actions ignore (armstack_learning.augment).
+    relocation: RelocationConfig = field(default_factory=RelocationConfig)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_KINDS:
@@ -111,6 +114,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> TrainConfig:
         values = dict(raw)
         values["normalization"] = NormalizationConfig(**values.get("normalization", {}))
+        values["relocation"] = RelocationConfig(**values.get("relocation", {}))
         return cls(**values)
 
 
@@ -344,7 +348,7 @@ class _Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         policy_cfg = prepare_config(cfg.policy, policy_cfg, cfg.dataset)
-        self.dataset = make_dataset(policy_cfg, cfg.dataset, layout)
+        self.dataset = make_dataset(policy_cfg, cfg.dataset, layout, cfg.relocation)
         normalizer = self.dataset.normalizer(cfg.normalization,
                                              action_mode=action_normalization(cfg.policy))
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
