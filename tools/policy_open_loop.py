@@ -17,7 +17,12 @@ Prints per-joint median and p90 (over chunks) of the maximum absolute error over
 horizon, and the median best shift. For end-effector policies it also prints the grasp error:
 at every recorded grasp (the gripper action falling below half open), the chunk predicted
 --grasp-lead frames earlier, its x/y at the grasp frame against the recorded ones. That is the
-error that decides whether a closed-loop grasp lands on the cube. Models with camera inputs
+error that decides whether a closed-loop grasp lands on the cube. With --waiting-shift D it
+also prints how much the chunk follows cubes it should ignore: at each checked chunk, every cube
+the demonstration picks only after that chunk (armstack_learning.augment.waiting_slots) is
+moved by D along +x, -x, +y and -y in turn, and the largest x/y move of the chunk's first
+--horizon positions, over D, is that cube's gain (0: ignored, as it should be; 1: followed as
+much as the cube moved). Models with camera inputs
 are not supported here (the errors would need the videos decoded at every step; evaluate them
 in closed loop).
 """
@@ -42,6 +47,7 @@ from armstack_learning.features import (  # noqa: E402
     feature_names,
     hold_last_seen,
 )
+from armstack_learning.augment import waiting_slots  # noqa: E402
 from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
 
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shift", type=int, default=10, help="frames, either way")
     parser.add_argument("--grasp-lead", type=int, default=20,
                         help="frames before each recorded grasp whose observation predicts it")
+    parser.add_argument("--waiting-shift", type=float, default=0.0, metavar="D",
+                        help="end-effector policies: m to move each waiting cube by, to measure "
+                        "how much the chunk follows it (0: skip)")
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
     args = parser.parse_args(argv)
@@ -116,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if grasp is not None and args.grasp_lead >= card.chunk_size:
         parser.error(f"--grasp-lead {args.grasp_lead} must be below the chunk size "
                      f"{card.chunk_size}")
+    if args.waiting_shift < 0 or (args.waiting_shift and (grasp is None or objects is None)):
+        parser.error("--waiting-shift takes metres >= 0, for end-effector policies that see "
+                     "objects")
+    gains = []
     for ep in episodes:
         data = reader.episode_data(ep)
         state = np.stack(data[STATE_KEY]).astype(np.float32)
@@ -124,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         if objects:  # held as the runtime holds them
             env = hold_last_seen(np.stack(data[ENV_STATE_KEY]), np.asarray(data["episode_index"]),
                                  np.asarray(data["timestamp"], np.float64), objects)
+        waiting = None
+        if args.waiting_shift:
+            waiting = waiting_slots(env, actions[:, grasp[0]], np.zeros(len(env), np.int64),
+                                    objects.fields, card.chunk_size)
         policy.reset()
         for t in range(0, len(state) - args.horizon, args.stride):
             chunk = policy.predict_chunk(observation_at(state, env, t, card.n_obs_steps))
             errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
             shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))
+            if waiting is not None:
+                gains += waiting_gains(policy, chunk, state, env, t, np.flatnonzero(waiting[t]),
+                                       objects.fields, grasp[1:], args)
         if grasp is not None:
             for t in grasp_frames(actions[:, grasp[0]]):
                 lead = min(t, args.grasp_lead)
@@ -149,12 +169,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best time shift: median {np.median(shifts):+.1f} frames "
           f"(p10 {np.percentile(shifts, 10):+.1f}, p90 {np.percentile(shifts, 90):+.1f}); "
           "> 0: the model answers with later actions than recorded")
+    if gains:
+        print(f"waiting-cube gain ({len(gains)} cube moves of {1e3 * args.waiting_shift:.0f} mm): "
+              f"median {np.median(gains):.2f}, p90 {np.percentile(gains, 90):.2f}, "
+              f"max {max(gains):.2f} (0: the chunk ignores cubes picked later)")
     if grasp_errors:
         mm = 1e3 * np.array(grasp_errors)
         print(f"grasp x/y error ({len(mm)} grasps, predicted {args.grasp_lead} frames ahead): "
               f"median {np.median(mm):.1f} mm, p90 {np.percentile(mm, 90):.1f} mm, "
               f"max {mm.max():.1f} mm")
     return 0
+
+
+def waiting_gains(policy, chunk: np.ndarray, state: np.ndarray, env: np.ndarray, t: int,
+                  slots: np.ndarray, fields: tuple[str, ...], xy: tuple[int, int],
+                  args: argparse.Namespace) -> list[float]:
+    """For each waiting slot: the largest x/y move of the chunk's first --horizon positions
+    when that cube moves by --waiting-shift along +-x and +-y, over the shift."""
+    n_obs, d = policy.card.n_obs_steps, args.waiting_shift
+    base = chunk[:args.horizon, list(xy)]
+    gains = []
+    for slot in slots:
+        moved = 0.0
+        for axis, sign in ((0, 1), (0, -1), (1, 1), (1, -1)):
+            shifted = env.copy()
+            shifted[:, slot * len(fields) + fields.index("xy"[axis])] += sign * d
+            other = policy.predict_chunk(observation_at(state, shifted, t, n_obs))
+            moved = max(moved, float(np.hypot(*(other[:args.horizon, list(xy)] - base).T).max()))
+        gains.append(moved / d)
+    return gains
 
 
 def grasp_frames(gripper: np.ndarray) -> list[int]:

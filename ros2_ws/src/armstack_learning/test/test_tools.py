@@ -29,11 +29,13 @@ def test_command_line_train_then_export(tmp_path, dataset_root):
     run, model = tmp_path / "run", tmp_path / "model"
     cmd = [sys.executable, str(TOOLS / "train_policy.py"), "--policy", "act", "--dataset",
            str(dataset_root), "--steps", "3", "--out", str(run), "--batch-size", "4",
-           "--log-every", "1", *TINY_ACT]
+           "--log-every", "1", "--relocate-waiting", "0.5", *TINY_ACT]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False,
                           timeout=150)
     assert done.returncode == 0, done.stderr
     assert "saved" in done.stderr and "step 3:" in done.stderr
+    ckpt = torch.load(run / "checkpoints" / "step_000000003.pt", weights_only=False)
+    assert ckpt["train_config"]["relocation"]["probability"] == 0.5
     done = subprocess.run([sys.executable, str(TOOLS / "export_policy.py"), "--run", str(run),
                            "--out", str(model)], env=_env(), capture_output=True, text=True,
                           check=False, timeout=150)
@@ -102,6 +104,39 @@ def test_dataset_ee_actions_is_the_forward_kinematics_of_the_joint_actions(tmp_p
                             str(dataset_root), str(out)], env=_env(), capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_open_loop_waiting_gain_is_how_far_the_chunk_follows_a_cube():
+    """A chunk that moves 0.3 m per m of green's x and ignores red: gains 0.3 and 0."""
+    import argparse
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from policy_open_loop import waiting_gains
+    finally:
+        sys.path.remove(str(TOOLS))
+
+    class FollowsGreen:
+        card = SimpleNamespace(n_obs_steps=1)
+
+        def predict_chunk(self, obs):
+            env = obs["observation.environment_state"][-1]
+            chunk = np.zeros((10, 8), np.float32)
+            chunk[:, 0] = 0.3 * env[4]  # x follows green_cube_x
+            return chunk
+
+    fields = ("x", "y", "z", "present")
+    env = np.tile(np.array([0.2, 0.1, 0.015, 1, 0.3, -0.1, 0.015, 1, 0.25, 0.0, 0.015, 1],
+                           np.float32), (5, 1))
+    state = np.zeros((5, 7), np.float32)
+    policy = FollowsGreen()
+    chunk = policy.predict_chunk({"observation.environment_state": env[:1]})
+    args = argparse.Namespace(waiting_shift=0.05, horizon=10)
+    gains = waiting_gains(policy, chunk, state, env, 2, np.array([0, 1]), fields, (0, 1), args)
+    assert gains == pytest.approx([0.0, 0.3], abs=1e-5)
 
 
 def test_open_loop_grasp_frames_are_where_the_gripper_action_closes():
