@@ -28,15 +28,17 @@ STAGES = ("detection", "localization", "controller", "ik", "bus_write", "total")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "report"
+    tmp = tmp_path_factory.mktemp("eval_tmp")  # where the run makes its temporary files
     args = [sys.executable, "-m", "armstack_eval.evaluate", "--controller", "expert", "--episodes", "1",
             "--objects", "red", "--timeout", "30", "--video-episodes", "1", "--ready-timeout", "45",
             "--out", str(out)]
     if not DETECTOR.is_file():
         args.append("--no-perception")
-    env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id()))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id()), TMPDIR=str(tmp))
     run = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=88)
     print(run.stdout[-4000:], run.stderr[-2000:])
     assert run.returncode == 0, f"evaluate exited with {run.returncode}"
+    assert not list(tmp.glob("armstack_eval_*")), "the servo bus link's folder was left behind"
     return out, run.stdout
 
 

@@ -19,6 +19,7 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,7 +223,8 @@ def run(args: argparse.Namespace, say=print) -> int:
     """Launch (unless attached), run the episodes, write the report, print the summary."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    link = str(Path(tempfile.mkdtemp(prefix="armstack_eval_")) / "servo_bus")
+    bus_dir = Path(tempfile.mkdtemp(prefix="armstack_eval_"))  # for the simulator's pty link
+    link = str(bus_dir / "servo_bus")
     graph_cfg = _graph_config(args, link)
     runner_cfg = RunnerConfig(controller=args.controller, episodes=args.episodes, timeout=args.timeout,
                               command_topic=args.command_topic,
@@ -242,6 +244,7 @@ def run(args: argparse.Namespace, say=print) -> int:
             if code != EXIT_OK:
                 say(f"--- last lines of {graph.log_path} ---\n{graph.tail()}")
             graph.stop()
+        shutil.rmtree(bus_dir, ignore_errors=True)
     meta = {"controller": args.controller, "policy_model": args.policy_model if args.controller == "policy" else None,
             "chunk_mode": args.mode if args.controller == "policy" else None,
             "policy_params": dict(args.policy_param) if args.controller == "policy" else None,
