@@ -47,7 +47,7 @@ from armstack_learning.features import (  # noqa: E402
     feature_names,
     hold_last_seen,
 )
-from armstack_learning.augment import waiting_slots  # noqa: E402
+from armstack_learning.augment import gripper_closed, waiting_slots  # noqa: E402
 from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
 
@@ -202,8 +202,7 @@ def waiting_gains(policy, chunk: np.ndarray, state: np.ndarray, env: np.ndarray,
 
 def grasp_frames(gripper: np.ndarray) -> list[int]:
     """Frames where the gripper action falls below half of its recorded range (a grasp)."""
-    half = 0.5 * (gripper.min() + gripper.max())
-    closed = gripper < half
+    closed = gripper_closed(gripper)
     return [int(t) for t in np.flatnonzero(closed[1:] & ~closed[:-1]) + 1]
 
 

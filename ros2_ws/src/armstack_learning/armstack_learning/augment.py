@@ -32,6 +32,10 @@ class RelocationConfig:
     min_separation: float = 0.06  # m between a moved cube and every other cube (centres)
     settle_frames: int = 25  # frames after a release at which the released cube is looked up
 
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0.0
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError("RelocationConfig.probability must be in [0, 1], got "
@@ -50,6 +54,16 @@ def _xy_present(fields: Sequence[str]) -> tuple[int, int, int]:
         raise ValueError(f"moving objects needs the slot fields x, y and present; {missing} "
                          f"missing from {tuple(fields)}")
     return fields.index("x"), fields.index("y"), fields.index("present")
+
+
+def gripper_closed(gripper: np.ndarray) -> np.ndarray:
+    """(T,) bool: the commanded gripper below half of its recorded range, i.e. closed."""
+    return gripper < 0.5 * (gripper.min() + gripper.max())
+
+
+def _episode_starts(episode: np.ndarray) -> np.ndarray:
+    """First frame of each episode (an episode's frames are contiguous)."""
+    return np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
 
 
 def _first_seen(slots: np.ndarray, ix: int, iy: int, ip: int) -> np.ndarray:
@@ -71,7 +85,7 @@ def _picks(env: np.ndarray, gripper: np.ndarray, fields: Sequence[str], settle: 
     the release on (the arm can hide it at either moment)."""
     ix, iy, ip = _xy_present(fields)
     slots_t = env.reshape(env.shape[0], -1, len(fields))  # (T, C, F)
-    closed = gripper < 0.5 * (gripper.min() + gripper.max())
+    closed = gripper_closed(gripper)
     releases = np.flatnonzero(closed[:-1] & ~closed[1:]) + 1
     handled = np.full(len(releases), -1, np.int64)
     start = 0
@@ -95,8 +109,8 @@ def waiting_slots(env: np.ndarray, gripper: np.ndarray, episode: np.ndarray,
     episode (N,) episode index; an episode's frames are contiguous and in time order."""
     n, f = env.shape[0], len(fields)
     out = np.zeros((n, env.shape[1] // f), bool)
-    bounds = np.flatnonzero(np.diff(episode)) + 1
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, n], strict=True):
+    starts = _episode_starts(episode)
+    for a, b in zip(starts, np.r_[starts[1:], n], strict=True):
         releases, slots = _picks(env[a:b], gripper[a:b], fields, settle)
         last = np.minimum(np.arange(b - a) + horizon - 1, b - a - 1)
         pick_of_last = np.searchsorted(releases, last, side="left")  # the pick frame `last` is in
@@ -146,8 +160,7 @@ def table_region(env: np.ndarray, episode: np.ndarray, fields: Sequence[str]
     """(x_min, x_max, y_min, y_max) of every cube seen in the first frame of an episode: where
     the demonstrations' layouts put cubes."""
     ix, iy, ip = _xy_present(fields)
-    first = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
-    slots = env[first].reshape(-1, len(fields))
+    slots = env[_episode_starts(episode)].reshape(-1, len(fields))
     seen = slots[slots[:, ip] > 0.5]
     if not len(seen):
         raise ValueError("no cube is seen in any episode's first frame: nowhere to move cubes to")

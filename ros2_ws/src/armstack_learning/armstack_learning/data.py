@@ -124,7 +124,7 @@ class ChunkDataset(Dataset):
         if tokenize is not None:
             self._task_tokens = np.stack([tokenize(t) for t in self.reader.tasks])
         self._frames: dict[str, np.ndarray] = {}  # image key -> (N, H, W, 3) uint8
-        self._relocation = relocation if relocation and relocation.probability > 0 else None
+        self._relocation = relocation if relocation and relocation.enabled else None
         if self._relocation:
             self._prepare_relocation(self._relocation)
         if preload_images:

@@ -138,7 +138,7 @@ def make_dataset(cfg: PolicyConfig, dataset_root: Path | str, layout: FeatureLay
     window = window_config(cfg)
     if not isinstance(cfg, VLAConfig):
         return ChunkDataset(dataset_root, layout, window, relocation=relocation)
-    if relocation and relocation.probability > 0:
+    if relocation and relocation.enabled:
         raise ValueError("moving objects changes the object slots but not the camera images a "
                          "VLA sees: relocation is for object-slot policies (act, diffusion)")
     tokenizer = WordTokenizer(cfg.vocabulary, cfg.max_instruction_tokens)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from armstack_learning.augment import RelocationConfig
 from armstack_learning.data import dataset_fingerprint
 from armstack_learning.diffusion import DiffusionConfig
 from armstack_learning.factory import (
@@ -42,7 +43,6 @@ from armstack_learning.factory import (
     make_dataset,
     prepare_config,
 )
-from armstack_learning.augment import RelocationConfig
 from armstack_learning.features import FeatureLayout
 from armstack_learning.normalize import NormalizationConfig
 from armstack_learning.policy import Policy
