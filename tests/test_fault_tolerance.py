@@ -40,6 +40,7 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from armstack_common.node_main import EXIT_CANNOT_START  # noqa: E402
 from armstack_sim.world import SimConfig  # noqa: E402
 from fault_fixtures import config_copy, started_pids, sweep_policy, tiny_detector  # noqa: E402
 
@@ -403,7 +404,7 @@ def test_broken_configs_and_models_stop_the_node_naming_file_and_key(tmp_path):
         print(f"[fault 5] {case}: exit {done.returncode} after "
               f"{time.monotonic() - started:.1f} s: {message.strip()[:240]}")
         missing = [text for text in expected if text not in output]
-        if done.returncode == 0 or missing or "Traceback" in output:
+        if done.returncode != EXIT_CANNOT_START or missing or "Traceback" in output:
             failures.append(f"{case}: exit {done.returncode}, missing {missing}:\n{output}")
     assert not failures, "\n\n".join(failures)
 

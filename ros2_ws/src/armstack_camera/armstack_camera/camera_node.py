@@ -12,10 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
-from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -28,7 +26,8 @@ from armstack_camera.msg_conv import camera_info_from_model, numpy_to_image
 from armstack_camera.qos import TF_STATIC_BROADCASTER_QOS, image_qos
 from armstack_camera.source import Frame, SourceInfo
 from armstack_camera.stream_report import check_stream
-from armstack_common import paths, shutdown
+from armstack_common import paths
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
@@ -199,26 +198,17 @@ class CameraNode(LifecycleNode):
         self._diag_pub.publish(to_msg([report], self.get_clock().now().to_msg()))
 
 
+def _autostart(node: CameraNode) -> bool:
+    if not node.config.autostart:
+        return True
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        return False
+    node.trigger_activate()
+    return True
+
+
 def main(args: list[str] | None = None) -> int:
-    stop = shutdown.init(args, "camera")
-    node = None
-    try:
-        try:
-            node = CameraNode()
-        except (ValueError, ParameterException) as exc:
-            print(f"camera: {exc}", file=sys.stderr)
-            return 2
-        if node.config.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                return 1
-            node.trigger_activate()
-        shutdown.spin(node, stop)
-    finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("camera", CameraNode, args=args, start=_autostart, release=CameraNode.release)
 
 
 if __name__ == "__main__":

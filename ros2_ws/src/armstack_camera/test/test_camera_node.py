@@ -18,6 +18,7 @@ from armstack_camera.msg_conv import image_to_numpy
 from armstack_camera.node_testing import Listener, NodeProcess, isolated_domain_id
 from armstack_camera.qos import TF_STATIC_LISTENER_QOS, image_qos
 from armstack_common import paths
+from armstack_common.node_main import EXIT_CANNOT_START
 from armstack_common.timeutil import stamp_to_sec
 
 MODULE = "armstack_camera.camera_node"
@@ -205,7 +206,7 @@ def test_invalid_parameters_stop_the_node_with_the_field_named(params, message):
     with NodeProcess(MODULE, params, DOMAIN) as node:
         code = node.wait(20.0)
         out = node.output()
-    assert code == 2 and message in out and "Traceback" not in out, out
+    assert code == EXIT_CANNOT_START and message in out and "Traceback" not in out, out
 
 
 def test_realsense_recording_plays_through_the_node(tmp_path, listener, synthetic_rs):

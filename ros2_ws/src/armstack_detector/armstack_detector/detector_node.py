@@ -12,9 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
@@ -22,12 +20,12 @@ from vision_msgs.msg import Detection2DArray
 from armstack_camera.config import resolve_config_path
 from armstack_camera.msg_conv import image_to_rgb, numpy_to_image
 from armstack_camera.qos import RESULTS_QOS, image_qos
-from armstack_common import paths, shutdown
+from armstack_common import paths
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import stamp_to_sec
-from armstack_detector.decoders import ModelLayoutError
 from armstack_detector.latest import LatestSlot
 from armstack_detector.node_config import PARAMS, DetectorNodeConfig
 from armstack_detector.onnx_runner import TRAIN_TOOL, OnnxDetector
@@ -154,22 +152,7 @@ class DetectorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    stop = shutdown.init(args, "detector")
-    node = None
-    try:
-        try:
-            node = DetectorNode()
-        except (FileNotFoundError, ModelLayoutError, ValueError, ParameterException) as exc:
-            # One line naming the file and what makes it, not a traceback wall.
-            print(f"detector: {exc}", file=sys.stderr)
-            return 1
-        shutdown.spin(node, stop)
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("detector", DetectorNode, args=args, release=DetectorNode.stop)
 
 
 if __name__ == "__main__":

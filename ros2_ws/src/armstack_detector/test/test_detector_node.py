@@ -18,6 +18,7 @@ from vision_msgs.msg import Detection2DArray
 from armstack_camera.msg_conv import image_to_numpy, numpy_to_image
 from armstack_camera.node_testing import Listener, NodeProcess, isolated_domain_id
 from armstack_camera.qos import RESULTS_QOS, image_qos
+from armstack_common.node_main import EXIT_CANNOT_START
 from armstack_common.timeutil import sec_to_stamp_fields, stamp_to_sec
 
 MODULE = "armstack_detector.detector_node"
@@ -149,7 +150,7 @@ def test_detects_publishes_overlay_and_follows_live_thresholds(model_files, tmp_
 def test_missing_model_names_the_path_and_the_tool(tmp_path):
     missing = tmp_path / "nope.onnx"
     with NodeProcess(MODULE, {"model_path": str(missing)}, DOMAIN) as node:
-        assert node.wait(20.0) == 1
+        assert node.wait(20.0) == EXIT_CANNOT_START
         out = node.output()
     assert str(missing) in out and "tools/train_detector.py" in out
     assert "Traceback" not in out
@@ -157,7 +158,7 @@ def test_missing_model_names_the_path_and_the_tool(tmp_path):
     (tmp_path / "models").mkdir()
     env = {"ARMSTACK_MODELS_DIR": str(tmp_path / "models")}
     with NodeProcess(MODULE, {}, DOMAIN, extra_env=env) as node:
-        assert node.wait(20.0) == 1
+        assert node.wait(20.0) == EXIT_CANNOT_START
         out = node.output()
     assert "detector/detector.onnx" in out and "made by: tools/train_detector.py" in out
     assert "Traceback" not in out

@@ -20,17 +20,17 @@ from __future__ import annotations
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
-from armstack_common import paths, shutdown
+from armstack_common import paths
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import to_msg
 from armstack_common.params import NodeParameters
-from armstack_common.servo_config import ServoConfigError, load_servo_config
+from armstack_common.servo_config import load_servo_config
 from armstack_common.timeutil import sec_to_stamp_fields, stamp_to_sec
 from armstack_driver.bus import BusError, DynamixelBus, latency_timer_warning
 from armstack_driver.config import PARAMS, DriverConfig
@@ -208,29 +208,19 @@ class DriverNode(LifecycleNode):
         self._diag_pub.publish(to_msg(reports, self.get_clock().now().to_msg()))
 
 
+def _autostart(node: DriverNode) -> bool:
+    if node.config.autostart:
+        node.start()
+    return True
+
+
 def main(args: list[str] | None = None) -> int:
     # The loop thread shares the GIL with the executor; a short switch interval keeps a ROS
     # callback from delaying a bus cycle by the default 5 ms.
     sys.setswitchinterval(0.0005)
-    # Signals only end the spin (armstack_common.shutdown): the context stays up while the
-    # loop's publishers run, and a second Ctrl-C cannot cut release() (torque off) short.
-    stop = shutdown.init(args, "driver")
-    node = None
-    try:
-        try:
-            node = DriverNode()
-        except (ValueError, ServoConfigError, paths.ArmstackPathError) as exc:
-            print(f"driver: {exc}", file=sys.stderr)
-            return 2
-        if node.config.autostart:
-            node.start()
-        shutdown.spin(node, stop)
-    finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Repeated signals are ignored (armstack_common.shutdown): nothing cuts release() (torque
+    # off) short, and the context stays up while the loop's publishers run.
+    return run_node("driver", DriverNode, args=args, start=_autostart, release=DriverNode.release)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import sys
 import time
 
 import numpy as np
-import rclpy
-from armstack_common import shutdown
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.paths import urdf_path
@@ -20,7 +19,6 @@ from armstack_common.timeutil import stamp_to_sec
 from armstack_interfaces.msg import EndEffectorCommand
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
@@ -122,25 +120,7 @@ class IKNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    try:
-        stop = shutdown.init(args, "ik")
-    except RuntimeError as exc:
-        # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
-        get_logger("ik").fatal(str(exc))
-        return 1
-    try:
-        node = IKNode()
-    except (ValueError, OSError) as exc:
-        # A bad parameter file or a missing URDF: say which, without a traceback.
-        get_logger("ik").fatal(str(exc))
-        rclpy.try_shutdown()
-        return 1
-    try:
-        shutdown.spin(node, stop)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("ik", IKNode, args=args)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import rclpy
-from armstack_common import shutdown
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.paths import urdf_path
@@ -21,7 +20,6 @@ from armstack_common.stats import RateMeter
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -111,19 +109,7 @@ class StatePublisher(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    stop = shutdown.init(args, "state_publisher")
-    try:
-        node = StatePublisher()
-    except (ValueError, OSError) as exc:
-        get_logger("state_publisher").fatal(str(exc))
-        rclpy.try_shutdown()
-        return 1
-    try:
-        shutdown.spin(node, stop)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("state_publisher", StatePublisher, args=args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -24,7 +22,7 @@ from visualization_msgs.msg import MarkerArray
 from armstack_camera.calibration import CameraModel
 from armstack_camera.msg_conv import camera_model_from_info, image_to_depth_mm
 from armstack_camera.qos import RESULTS_QOS, TF_QOS, TF_STATIC_LISTENER_QOS, image_qos
-from armstack_common import shutdown
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.stats import RateMeter, RollingStats
@@ -166,20 +164,7 @@ class LocalizationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    stop = shutdown.init(args, "localization")
-    node = None
-    try:
-        try:
-            node = LocalizationNode()
-        except (ValueError, ParameterException) as exc:
-            print(f"localization: {exc}", file=sys.stderr)
-            return 2
-        shutdown.spin(node, stop)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("localization", LocalizationNode, args=args)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from armstack_camera.msg_conv import image_to_numpy
 from armstack_camera.qos import RESULTS_QOS, image_qos
-from armstack_common import paths, shutdown
+from armstack_common import paths
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import to_msg
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.params import NodeParameters
@@ -34,8 +34,6 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
-from rclpy.exceptions import ParameterException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
@@ -270,27 +268,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    try:
-        stop = shutdown.init(args, "policy")
-    except RuntimeError as exc:
-        # rcl's RCLError, e.g. a parameter file that is not YAML (it names file and line).
-        print(f"policy: {exc}", file=sys.stderr)
-        return 1
-    node = None
-    try:
-        try:
-            node = PolicyNode()
-        except (ValueError, OSError, ParameterException) as exc:
-            # A missing model or card, or a bad parameter: say which, without a traceback.
-            get_logger("policy").fatal(str(exc))
-            return 1
-        shutdown.spin(node, stop)
-    finally:
-        if node is not None:
-            node.stop_worker()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("policy", PolicyNode, args=args, release=PolicyNode.stop_worker)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,11 @@ from typing import Any
 import rclpy
 from armstack_common.diagnostics import to_msg
 from armstack_common.executors import SubmitOnceExecutor
-from armstack_common import shutdown
+from armstack_common.node_main import STARTUP_ERRORS, run_node
 from armstack_common.params import NodeParameters
 from armstack_interfaces.msg import EndEffectorCommand, EpisodeStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -263,27 +262,17 @@ class RecorderNode(Node):
         self._worker.close()
 
 
+def _executor(node: RecorderNode) -> SubmitOnceExecutor:
+    # a thread per input stream, the tick, the services, and one spare
+    return SubmitOnceExecutor(num_threads=len(node.streams) + 3)
+
+
 def main(args: list[str] | None = None) -> int:
     # The context stays up after a signal, so the last save still logs and publishes its report.
-    stop = shutdown.init(args, "recorder", abort_on_repeat=True)
-    try:
-        node = RecorderNode()
-    except (ValueError, OSError, RuntimeError) as exc:
-        # a bad parameter, a dataset with another schema, one another recorder has open
-        get_logger("recorder").fatal(str(exc))
-        rclpy.try_shutdown()
-        return 1
-    # a thread per input stream, the tick, the services, and one spare
-    executor = SubmitOnceExecutor(num_threads=len(node.streams) + 3)
-    executor.add_node(node)
-    try:
-        shutdown.spin(executor, stop)
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # RuntimeError: a dataset another recorder has open.
+    return run_node("recorder", RecorderNode, args=args,
+                    startup_errors=(*STARTUP_ERRORS, RuntimeError), release=RecorderNode.close,
+                    make_executor=_executor, abort_on_repeat=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
@@ -29,7 +28,8 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
-from armstack_common import paths, shutdown
+from armstack_common import paths
+from armstack_common.node_main import run_node
 from armstack_common.diagnostics import DiagnosticReport, Level, to_msg
 from armstack_common.params import NodeParameters
 from armstack_common.servo_config import load_servo_config
@@ -263,20 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     # The bus emulator answers from a Python thread; with the default 5 ms GIL switch
     # interval the physics and camera threads would delay servo replies by milliseconds.
     sys.setswitchinterval(0.0005)
-    stop = shutdown.init(argv, "sim")
-    try:
-        node = SimNode()
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"sim: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        shutdown.spin(node, stop)
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("sim", SimNode, args=argv, release=SimNode.shutdown)
 
 
 if __name__ == "__main__":

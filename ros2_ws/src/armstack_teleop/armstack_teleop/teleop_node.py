@@ -18,13 +18,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from armstack_common import shutdown
+from armstack_common.node_main import run_node
 from armstack_interfaces.msg import EndEffectorCommand
 from armstack_interfaces.msg import EpisodeStatus as EpisodeStatusMsg
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -302,21 +300,8 @@ class TeleopNode(Node):
 def main(args: list[str] | None = None) -> int:
     # The plain modules (e.g. the expert's grasp retries) log through Python logging.
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    stop = shutdown.init(args, "teleop")
-    try:
-        node = TeleopNode()
-    except (ValueError, OSError) as exc:
-        # A bad parameter or calibration file, or a missing URDF: say which, without a traceback.
-        get_logger("teleop").fatal(str(exc))
-        rclpy.try_shutdown()
-        return 1
-    try:
-        shutdown.spin(node, stop, done=lambda: node.done)
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("teleop", TeleopNode, args=args, release=TeleopNode.shutdown,
+                    done=lambda node: node.done)
 
 
 if __name__ == "__main__":
