@@ -348,6 +348,7 @@ def _bad_configs(tmp: Path) -> dict[str, tuple[list[str], dict[str, str], list[s
     bad_range = _params_file(tmp, "range", "policy", "    max_observation_age: -1.0\n")
     bad_yaml = _params_file(tmp, "syntax", "ik", "    velocity_scale: [0.5\n")
     bad_choice = _params_file(tmp, "choice", "ik", "    publish_mode: sometimes\n")
+    bad_workspace = _params_file(tmp, "workspace", "sim", "    workspace_x: [0.35, 0.17]\n")
     servo = config_copy(CONFIG, tmp / "servo_cfg", "robot/dynamixel.yaml",
                         edit={("joints", "waist", "id"): "one"})
     calib = config_copy(CONFIG, tmp / "calib_cfg", "camera/calibration.yaml",
@@ -379,6 +380,9 @@ def _bad_configs(tmp: Path) -> dict[str, tuple[list[str], dict[str, str], list[s
         "sim servo config not YAML": (
             [sim, "--ros-args", *link], {"ARMSTACK_CONFIG_DIR": str(unreadable)},
             [str(unreadable / "robot/dynamixel.yaml"), "line"]),
+        "sim workspace reversed": (
+            [sim, "--ros-args", *link, "--params-file", str(bad_workspace)], {},
+            ["workspace_x", "low < high"]),
         "detector model missing": (
             [_node_exe("armstack_detector", "detector_node"), "--ros-args", "-p",
              f"model_path:={tmp / 'absent.onnx'}"], {}, [str(tmp / "absent.onnx")]),

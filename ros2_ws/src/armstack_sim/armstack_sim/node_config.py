@@ -36,6 +36,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "physics and ground truth run on"),
     ParamSpec("objects", ["red", "green", "blue"], "colours of the cubes on the table, one cube each "
               "(red, green, blue, yellow, orange, purple)", read_only=True),
+    # Demonstrations may cover a wider area than the evaluation, so a policy meets no layout at
+    # the edge of what it was shown.
+    ParamSpec("workspace_x", [0.17, 0.35], "low, high x of the cubes' centres in base_link at "
+              "each reset (uniform)", "m", read_only=True),
+    ParamSpec("workspace_y", [-0.13, 0.20], "low, high y of the cubes' centres in base_link at "
+              "each reset (uniform)", "m", read_only=True),
     ParamSpec("task_status_rate", 10.0, "rate of sim/task_status", "Hz", range=(1.0, 100.0), read_only=True),
 )
 

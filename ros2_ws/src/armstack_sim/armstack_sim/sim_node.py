@@ -85,7 +85,9 @@ class SimNode(Node):
         # the next report reads the accepted ones from self.params.config.
         self.params = NodeParameters(self, PARAMS, SimReportLimits.from_params)
         p = self.params.values
-        self.world = SimWorld(SimConfig(cube_colors=tuple(p["objects"])))
+        self.world = SimWorld(SimConfig(cube_colors=tuple(p["objects"]),
+                                        workspace_x=tuple(p["workspace_x"]),
+                                        workspace_y=tuple(p["workspace_y"])))
         seed = p["seed"] if p["seed"] >= 0 else int(time.time())
         self._episode, self._seed = 0, seed
         self.world.reset(seed)

@@ -193,9 +193,10 @@ class SimConfig:
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("workspace_x", "workspace_y"):
-            lo, hi = getattr(self, name)
-            if not lo < hi:
-                raise ValueError(f"SimConfig.{name} must be (low, high) with low < high")
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or not bounds[0] < bounds[1]:
+                raise ValueError(f"SimConfig.{name} must be (low, high) with low < high, "
+                                 f"got {list(bounds)}")
         if len(self.home_q) != len(ACTUATED_JOINTS):
             raise ValueError(f"SimConfig.home_q must have {len(ACTUATED_JOINTS)} values")
         for name in ("arm_kp", "arm_kd", "arm_ki", "armature"):
