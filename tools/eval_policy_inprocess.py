@@ -29,6 +29,7 @@ from armstack_eval.inprocess import (
 )
 from armstack_policy.chunk_buffer import FAVOUR, MODES
 from armstack_policy.onnx_policy import RunnerConfig, load_policy
+from armstack_sim.world import SimConfig, SimWorld
 
 EXPORT_TOOL = "tools/train_policy.py then tools/export_policy.py"
 DETECTOR_TOOL = "tools/train_detector.py"
@@ -55,6 +56,12 @@ def main() -> int:
     p.add_argument("--ensemble-coeff", type=float, default=d.ensemble_coeff)
     p.add_argument("--favour", choices=FAVOUR, default=d.favour)
     p.add_argument("--blend-steps", type=int, default=d.blend_steps)
+    p.add_argument("--workspace-x", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="x range of the cubes' centres in base_link, m (default: the "
+                        "simulator's, as the graph evaluation); a strip at an edge tests layouts "
+                        "a policy saw least")
+    p.add_argument("--workspace-y", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="y range of the cubes' centres, m (default: the simulator's)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     args = p.parse_args()
@@ -67,7 +74,13 @@ def main() -> int:
         start_positions=sim_start_pose(args.start_pose)["start_positions"])
     policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
     detector = _resolve(args.detector_model, DETECTOR_TOOL) if args.objects == "perception" else None
-    evaluator = InProcessEvaluator(policy, config, detector)
+    scene = {name: tuple(value) for name, value in
+             (("workspace_x", args.workspace_x), ("workspace_y", args.workspace_y)) if value}
+    try:
+        world = SimWorld(SimConfig(**scene))
+    except ValueError as exc:
+        p.error(str(exc))
+    evaluator = InProcessEvaluator(policy, config, detector, world)
     outcomes = []
     try:
         for i in range(config.episodes):
@@ -78,6 +91,9 @@ def main() -> int:
                   f"in bin {sum(o.in_bin.values())}/{len(o.in_bin)}, sim {o.sim_time:4.1f} s, "
                   f"inference {o.inference_ms_mean:5.1f} ms, dry {o.dry_steps}, "
                   f"wall {o.wall_s:4.1f} s; so far {rate:.0%}", flush=True)
+            if not o.success:
+                print("    cubes at the start (x, y m): " + ", ".join(
+                    f"{name} {x:.3f} {y:.3f}" for name, (x, y) in o.layout.items()), flush=True)
     finally:
         evaluator.close()
     summary = summarize(outcomes, config)

@@ -97,6 +97,7 @@ class EpisodeOutcome:
     seed: int
     success: bool
     in_bin: dict[str, bool]
+    layout: dict[str, tuple[float, float]]  # each cube's x, y in base_link at the reset, m
     sim_time: float  # s
     time_to_success: float | None  # s, when every cube first rested in the bin
     inferences: int
@@ -242,6 +243,8 @@ class InProcessEvaluator:
         seed = cfg.seed + index
         started = time.perf_counter()
         world.reset(seed)
+        layout = {o.name: (round(float(o.position[0]), 4), round(float(o.position[1]), 4))
+                  for o in world.object_poses()}
         self.policy.reset()
         if self.perception is not None:
             self.perception.reset()
@@ -294,7 +297,8 @@ class InProcessEvaluator:
                 t_success, rested = None, 0.0
         in_bin = {n: world.object_in_bin(n) for n in world.object_names}
         return EpisodeOutcome(
-            seed=seed, success=all(in_bin.values()), in_bin=in_bin, sim_time=step * card.dt,
+            seed=seed, success=all(in_bin.values()), in_bin=in_bin, layout=layout,
+            sim_time=step * card.dt,
             time_to_success=t_success, inferences=len(times),
             inference_ms_mean=1e3 * float(np.mean(times)) if times else float("nan"),
             dry_steps=dry, ik_failures=ik_failures, wall_s=time.perf_counter() - started)

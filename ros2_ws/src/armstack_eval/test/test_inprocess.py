@@ -54,6 +54,35 @@ def test_receding_horizon_infers_once_per_n_action_steps(tmp_path, world):
                               mode="receding_horizon", n_action_steps=10)
     outcome = InProcessEvaluator(policy, cfg, world=world).run(0)
     assert outcome.inferences == 3  # steps 0, 10, 20 of 30
+    world.reset(cfg.seed)  # the outcome names the layout the episode started from
+    assert outcome.layout == {o.name: pytest.approx(tuple(o.position[:2]), abs=1e-4)
+                              for o in world.object_poses()}
+
+
+def test_the_tool_evaluates_on_a_strip_of_the_workspace(tmp_path):
+    """tools/eval_policy_inprocess.py --workspace-x: every episode's cubes start in the strip,
+    and the JSON has each episode's layout."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
+    tool = Path(__file__).resolve().parents[4] / "tools" / "eval_policy_inprocess.py"
+    out = tmp_path / "eval.json"
+    command = [sys.executable, str(tool), "--model", str(proof.path), "--episodes", "2",
+               "--time-limit", "0.2", "--objects", "ground_truth", "--json", str(out)]
+    run = subprocess.run([*command, "--workspace-x", "0.30", "0.35"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    episodes = json.loads(out.read_text())["episodes"]
+    assert len(episodes) == 2
+    for episode in episodes:
+        assert all(0.30 <= x <= 0.35 for x, _ in episode["layout"].values()), episode
+    assert "cubes at the start" in run.stdout  # each failed episode shows its layout
+    reversed_ = subprocess.run([*command, "--workspace-x", "0.35", "0.30"], capture_output=True,
+                               text=True, timeout=120)
+    assert reversed_.returncode == 2 and "workspace_x" in reversed_.stderr
 
 
 @pytest.mark.parametrize(("overrides", "field"), [
