@@ -38,6 +38,11 @@ def main() -> int:
     parser.add_argument("--grasp-yaw", choices=GRASP_YAWS, default=ExpertConfig.grasp_yaw,
                         help="finger axis of the grasps: square to the cube, or the wrist's "
                         "natural direction (armstack_sim.expert.ExpertConfig.grasp_yaw)")
+    parser.add_argument("--miss-rate", type=float, default=ExpertConfig.miss_rate,
+                        help="probability that a first grasp aims beside the cube on purpose "
+                        "(ExpertConfig.miss_rate)")
+    parser.add_argument("--miss-offset", type=float, default=ExpertConfig.miss_offset,
+                        help="m, how far beside the cube a deliberate miss aims")
     parser.add_argument("--time-limit", type=float, default=60.0, help="simulated s per episode")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the expert's retries")
     args = parser.parse_args()
@@ -47,7 +52,11 @@ def main() -> int:
 
     world = SimWorld(SimConfig(cube_colors=tuple(args.colors.split(","))))
     kinematics = ArmKinematics(urdf_path())
-    expert_config = ExpertConfig(grasp_yaw=args.grasp_yaw)
+    try:
+        expert_config = ExpertConfig(grasp_yaw=args.grasp_yaw, miss_rate=args.miss_rate,
+                                     miss_offset=args.miss_offset)
+    except ValueError as err:
+        parser.error(str(err))
     successes = 0
     t0 = time.perf_counter()
     for i in range(args.episodes):
@@ -60,6 +69,7 @@ def main() -> int:
             f"episode {i:4d} seed {result.seed:6d}: {'success' if result.success else 'FAIL   '} "
             f"sim {result.sim_time:5.1f} s, wall {result.wall_time:5.2f} s, "
             f"ik failures {result.ik_failures}"
+            + (f", deliberate misses {result.misses}" if result.misses else "")
             + (f", not in bin: {', '.join(missed)}" if missed else ""),
             flush=True,
         )

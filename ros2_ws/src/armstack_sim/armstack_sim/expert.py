@@ -10,6 +10,8 @@ the module the IK node wraps.
 Episode definition: every cube on the table is picked, top-down, and placed in the
 bin, nearest to the gripper first; the episode succeeds when all of them rest inside
 the bin. A failed grasp (the cube not lifted) is retried up to `max_attempts` times.
+With `miss_rate` > 0 the expert also misses on purpose now and then (see ExpertConfig), so a
+recording shows failed grasps and their retries.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ class ExpertConfig:
     # that sees objects as positions only learns "azimuth": the cube's yaw decides the "cube"
     # grasp, so its wrist angle is a target the policy cannot predict.
     grasp_yaw: str = "cube"
+    # Probability that the first attempt at a cube aims `miss_offset` beside it, radially
+    # (towards or away from the arm, at random), so the grasp fails or knocks the cube and the
+    # expert retries. Clean demonstrations never show the states after a failed grasp (cube
+    # pushed aside, gripper empty at carrying height), which is where a policy that misses
+    # lands; with misses in the recording it learns to go back for the cube. The miss itself is
+    # noise a policy cannot predict from what it sees, so it averages out of what it learns.
+    miss_rate: float = 0.0
+    miss_offset: float = 0.025  # m, horizontal, from the cube centre to where a miss aims
 
     def __post_init__(self) -> None:
         positive = (
@@ -87,6 +97,10 @@ class ExpertConfig:
         for name in positive:
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"ExpertConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.miss_rate <= 1.0:
+            raise ValueError(f"ExpertConfig.miss_rate must be in [0, 1], got {self.miss_rate}")
+        if not self.miss_offset >= 0.0:
+            raise ValueError(f"ExpertConfig.miss_offset must be >= 0, got {self.miss_offset}")
         if not self.grasp_offset >= 0.0:
             raise ValueError(f"ExpertConfig.grasp_offset must be >= 0, got {self.grasp_offset}")
         if not self.gripper_open > self.gripper_closed >= 0.0:
@@ -233,7 +247,9 @@ class PickPlaceExpert:
         bin_center: np.ndarray,
         bin_inner_size: float,
         targets: Sequence[str],
+        rng: np.random.Generator | None = None,
     ) -> None:
+        """`rng` draws the deliberate misses (ExpertConfig.miss_rate); default seed 0."""
         if not targets:
             raise ValueError("PickPlaceExpert needs at least one target object")
         self.config = config
@@ -251,6 +267,9 @@ class PickPlaceExpert:
         self._segment: _Segment | None = None
         self._gripper = config.gripper_open
         self._yaw = 0.0
+        self._rng = rng if rng is not None else np.random.default_rng(0)
+        self._aim_offset = np.zeros(3)  # (3,) from the cube centre to where this attempt aims
+        self.misses = 0  # deliberate misses so far
 
     def act(self, obs: ExpertObservation) -> ExpertAction:
         """Next ee target and gripper opening for this observation."""
@@ -340,6 +359,13 @@ class PickPlaceExpert:
             )
         self.target = self._pending[0]
         self.attempts[self.target] += 1
+        self._aim_offset = np.zeros(3)
+        if self.attempts[self.target] == 1 and self._rng.random() < self.config.miss_rate:
+            position = obs.objects[self.target].position
+            radial = position[:2] / max(float(np.linalg.norm(position[:2])), 1e-9)
+            sign = 1.0 if self._rng.random() < 0.5 else -1.0
+            self._aim_offset[:2] = sign * self.config.miss_offset * radial
+            self.misses += 1
         return Phase.APPROACH
 
     def _goal(
@@ -360,7 +386,7 @@ class PickPlaceExpert:
                          else _natural_yaw(cube.position))
             height = cfg.approach_height if phase is Phase.APPROACH else cfg.grasp_offset
             return (
-                top_down_pose(cube.position + (0.0, 0.0, height), self._yaw),
+                top_down_pose(cube.position + self._aim_offset + (0.0, 0.0, height), self._yaw),
                 cfg.gripper_open,
                 None,
             )
@@ -390,6 +416,7 @@ class EpisodeResult:
     wall_time: float  # s
     ik_failures: int  # control ticks whose IK did not converge (previous command held)
     gave_up: tuple[str, ...]
+    misses: int  # deliberate misses (ExpertConfig.miss_rate)
 
 
 def observe(world: SimWorld, kinematics: ArmKinematics) -> ExpertObservation:
@@ -417,12 +444,13 @@ def run_episode(
 
     At each control tick (`control_period`, 50 Hz as the graph runs) the expert's ee
     target goes through IK seeded from the measured joints, and the result becomes the
-    joint setpoints; physics runs in between.
+    joint setpoints; physics runs in between. `seed` also draws the expert's deliberate misses.
     """
     t_wall = time.perf_counter()
     world.reset(seed)
     expert = PickPlaceExpert(
-        config or ExpertConfig(), world.bin_center, world.config.bin_inner_size, world.object_names
+        config or ExpertConfig(), world.bin_center, world.config.bin_inner_size, world.object_names,
+        rng=np.random.default_rng(seed),
     )
     substeps = max(1, round(control_period / world.timestep))
     command = world.joint_targets()  # (7,)
@@ -451,4 +479,5 @@ def run_episode(
         wall_time=time.perf_counter() - t_wall,
         ik_failures=ik_failures,
         gave_up=tuple(expert.gave_up),
+        misses=expert.misses,
     )

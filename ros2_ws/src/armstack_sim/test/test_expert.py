@@ -162,6 +162,52 @@ def test_state_machine_retries_a_failed_grasp_then_gives_up() -> None:
     assert expert.attempts["red_cube"] == 2
 
 
+def _descent_aims(world: _IdealWorld, expert: PickPlaceExpert) -> list[np.ndarray]:
+    """Where each descent of the episode ended (ee xy as the gripper starts closing), in order."""
+    aims, phase, t = [], None, 0.0
+    while t < 120.0:
+        action = expert.act(world.observe(t))
+        if action.done:
+            break
+        if action.phase == "close" and phase != "close":
+            aims.append(action.ee_pose[:2, 3].copy())
+        phase = action.phase
+        world.apply(action.ee_pose, action.gripper)
+        t += 0.02
+    return aims
+
+
+def test_deliberate_misses_aim_radially_beside_the_cube_then_retry_on_it() -> None:
+    cubes = [_cube("red_cube", 0.25, 0.05), _cube("green_cube", 0.3, 0.15),
+             _cube("blue_cube", 0.2, -0.1)]
+    start = {c.name: c.position[:2].copy() for c in cubes}
+    world = _IdealWorld(cubes, sticky=True)
+    config = ExpertConfig(miss_rate=1.0, miss_offset=0.025, pick_order="listed")
+    expert = PickPlaceExpert(config, BIN, BIN_SIZE, [c.name for c in cubes],
+                             rng=np.random.default_rng(3))
+    aims = _descent_aims(world, expert)
+    # Each cube: a first grasp beside it (the ideal world's fingers miss it), then one on it.
+    assert len(aims) == 6 and expert.misses == 3
+    assert sorted(expert.delivered) == sorted(start) and expert.gave_up == []
+    for i, name in enumerate(["red_cube", "green_cube", "blue_cube"]):
+        miss, grasp = aims[2 * i] - start[name], aims[2 * i + 1] - start[name]
+        assert np.linalg.norm(miss) == pytest.approx(0.025, abs=1e-6)
+        radial = start[name] / np.linalg.norm(start[name])
+        assert abs(float(miss @ radial)) == pytest.approx(0.025, abs=1e-6)
+        assert np.linalg.norm(grasp) < 1e-6
+    assert expert.attempts == {name: 2 for name in start}
+
+
+def test_without_miss_rate_no_grasp_is_aimed_beside_a_cube() -> None:
+    cubes = [_cube("red_cube", 0.25, 0.05), _cube("blue_cube", 0.2, -0.1)]
+    world = _IdealWorld(cubes, sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(pick_order="listed"), BIN, BIN_SIZE,
+                             [c.name for c in cubes], rng=np.random.default_rng(3))
+    aims = _descent_aims(world, expert)
+    assert len(aims) == 2 and expert.misses == 0
+    np.testing.assert_allclose(aims[0], [0.25, 0.05], atol=1e-6)
+
+
 def test_targets_move_smoothly() -> None:
     # Consecutive targets 20 ms apart stay within what the servos can follow.
     world = _IdealWorld([_cube("red_cube", 0.3, 0.1, 0.2)], sticky=True)
@@ -189,6 +235,10 @@ def test_expert_config_errors_name_the_field() -> None:
         ExpertConfig(pick_order="random")
     with pytest.raises(ValueError, match="grasp_yaw"):
         ExpertConfig(grasp_yaw="diagonal")
+    with pytest.raises(ValueError, match="miss_rate"):
+        ExpertConfig(miss_rate=1.5)
+    with pytest.raises(ValueError, match="miss_offset"):
+        ExpertConfig(miss_offset=-0.01)
     with pytest.raises(ValueError, match="target"):
         PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, [])
 

@@ -94,6 +94,13 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "cube's faces ('cube'), or the wrist's natural direction at the cube ('azimuth'), "
               "which a policy that sees object positions but not their yaw can learn",
               choices=GRASP_YAWS, read_only=True),
+    ParamSpec("expert_miss_rate", 0.0, "probability that the expert's first grasp of a cube aims beside it "
+              "on purpose, so the recording shows a failed grasp and its retry (states a policy meets "
+              "after its own misses)", range=(0.0, 1.0), read_only=True),
+    ParamSpec("expert_miss_offset", 0.025, "how far beside the cube centre a deliberate miss aims, "
+              "towards or away from the arm", "m", (0.0, 0.1), read_only=True),
+    ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses", range=(0, 2**31 - 1),
+              read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
@@ -172,7 +179,10 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
             open_time=float(values["expert_open_time"]),
             pick_order=str(values["expert_pick_order"]),
             grasp_yaw=str(values["expert_grasp_yaw"]),
+            miss_rate=float(values["expert_miss_rate"]),
+            miss_offset=float(values["expert_miss_offset"]),
         ),
+        seed=int(values["expert_seed"]),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
         bin_inner_size=float(values["bin_inner_size"]),

@@ -29,6 +29,7 @@ def test_defaults_are_valid_for_every_source(source: str) -> None:
         ({"base_frame": ""}, "base_frame"),
         ({"source": "expert", "bin_center": [0.1]}, "bin_center"),
         ({"source": "expert", "expert_linear_speed": 0.0}, "linear_speed"),
+        ({"source": "expert", "expert_miss_rate": 1.5}, "miss_rate"),
     ],
 )
 def test_inconsistent_values_name_the_field(changes: dict, field: str) -> None:
@@ -69,3 +70,15 @@ def test_pick_orders_and_grasp_yaws_match_the_expert() -> None:
     assert config.expert.expert.pick_order == "nearest"
     assert config.expert.expert.grasp_yaw == "cube"
     assert teleop_config(default_values() | {"source": "expert"}).expert.expert.grasp_yaw == "azimuth"
+
+
+def test_deliberate_miss_parameters_reach_the_expert() -> None:
+    from armstack_sim.expert import ExpertConfig
+
+    config = teleop_config(default_values() | {"source": "expert", "expert_miss_rate": 0.3,
+                                               "expert_miss_offset": 0.02, "expert_seed": 601})
+    assert (config.expert.expert.miss_rate, config.expert.expert.miss_offset) == (0.3, 0.02)
+    assert config.expert.seed == 601
+    # No misses unless asked, and the node's default offset is the expert's.
+    default = teleop_config(default_values() | {"source": "expert"}).expert.expert
+    assert (default.miss_rate, default.miss_offset) == (0.0, ExpertConfig.miss_offset)
