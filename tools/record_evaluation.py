@@ -4,10 +4,12 @@
 Each report's summary.json becomes one row of the card's evaluation: chunk mode, episodes,
 success rate, time to completion, jerk and the policy's control-period jitter, with the seed
 and date of the run. model_card.json and MODEL_CARD.md beside the model are rewritten; the
-copy of the card inside the ONNX file keeps the card as exported.
+copy of the card inside the ONNX file keeps the card as exported. The reports given replace
+the card's graph rows, unless --append adds them after the rows already there.
 
     python tools/record_evaluation.py --model models/policy/act_pick/policy.onnx \\
         out/eval-act-async out/eval-act-ensemble out/eval-act-receding
+    python tools/record_evaluation.py --model models/policy/act_pick/policy.onnx --append out/eval-more
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def evaluation_row(report_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the exported policy.onnx")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the card's graph rows and add these after them (a report "
+                        "already in the card is refused)")
     parser.add_argument("reports", type=Path, nargs="+", help="evaluate_policy --out dirs")
     args = parser.parse_args(argv)
     card_path = args.model.with_name(CARD_JSON)
@@ -64,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = [evaluation_row(r) for r in args.reports]
     except ValueError as exc:
         parser.error(str(exc))
-    record_evaluation(card_path, {"graph": rows})
+    evaluation = {"graph": rows}
+    if args.append:
+        evaluation = json.loads(card_path.read_text(encoding="utf-8")).get("evaluation") or {}
+        kept = evaluation.get("graph") or []
+        for report, row in zip(args.reports, rows):
+            if row in kept:
+                parser.error(f"{report}: this evaluation is already in {card_path}")
+        evaluation["graph"] = kept + rows
+    record_evaluation(card_path, evaluation)
     for row in rows:
         params = " ".join(f"{k}={v}" for k, v in row["policy_params"].items())
         print(f"{row['chunk_mode']}{' ' + params if params else ''}: "

@@ -205,6 +205,21 @@ def test_record_evaluation_from_graph_reports(act_export, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(meta[METADATA_CARD_KEY])["evaluation"] is None
 
+    # --append keeps the rows there; the same report twice is refused and changes nothing.
+    appended = subprocess.run([sys.executable, str(tool), "--model", str(onnx_path), "--append",
+                               reports[0]], capture_output=True, text=True, timeout=120)
+    assert appended.returncode == 2 and "already in" in appended.stderr
+    (tmp_path / "receding_horizon" / "summary.json").write_text(json.dumps(
+        {"meta": {"chunk_mode": "receding_horizon", "first_seed": 1004},
+         "summary": {"episodes": 4, "successes": 4, "success_rate": 1.0,
+                     "time_to_completion_s": {"median": 20.0}, "jerk_rms_rad_s3": {"median": 800.0}}}))
+    appended = subprocess.run([sys.executable, str(tool), "--model", str(onnx_path), "--append",
+                               reports[0]], capture_output=True, text=True, timeout=120)
+    assert appended.returncode == 0, appended.stderr
+    rows = json.loads((model_dir / "model_card.json").read_text())["evaluation"]["graph"]
+    assert [(r["first_seed"], r["successes"]) for r in rows] == [(1000, 3), (1000, 1), (1004, 4)]
+    assert "1004" in (model_dir / "MODEL_CARD.md").read_text()
+
     missing = subprocess.run([sys.executable, str(tool), "--model", str(onnx_path),
                               str(tmp_path / "nowhere")], capture_output=True, text=True,
                              timeout=120)
