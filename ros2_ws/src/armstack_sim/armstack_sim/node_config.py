@@ -13,6 +13,8 @@ from typing import Any
 from armstack_common.diagnostics import DiagnosticReport, Level
 from armstack_common.params import ParamSpec
 
+from armstack_sim.world import SimConfig
+
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("seed", 0, "seed of the first episode's object placement; -1 draws one", range=(-1, 2**31 - 1)),
     ParamSpec("camera_rate", 30.0, "colour/depth frame rate", "Hz", range=(1.0, 60.0)),
@@ -38,9 +40,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(red, green, blue, yellow, orange, purple)", read_only=True),
     # Demonstrations may cover a wider area than the evaluation, so a policy meets no layout at
     # the edge of what it was shown.
-    ParamSpec("workspace_x", [0.17, 0.35], "low, high x of the cubes' centres in base_link at "
+    ParamSpec("workspace_x", list(SimConfig.workspace_x), "low, high x of the cubes' centres in base_link at "
               "each reset (uniform)", "m", read_only=True),
-    ParamSpec("workspace_y", [-0.13, 0.20], "low, high y of the cubes' centres in base_link at "
+    ParamSpec("workspace_y", list(SimConfig.workspace_y), "low, high y of the cubes' centres in base_link at "
               "each reset (uniform)", "m", read_only=True),
     ParamSpec("task_status_rate", 10.0, "rate of sim/task_status", "Hz", range=(1.0, 100.0), read_only=True),
 )
