@@ -40,6 +40,7 @@ from dynamixel_sdk import (
     PacketHandler,
     PortHandler,
 )
+from dynamixel_sdk.port_handler import LATENCY_TIMER
 
 from armstack_common.servo_config import JointServo, OperatingMode, ServoBusConfig
 
@@ -76,6 +77,9 @@ _ALERT_BIT = 0x80
 _STATUS_ERRORS = {1: "result fail", 2: "instruction error", 3: "CRC error", 4: "data range error",
                   5: "data length error", 6: "data limit error", 7: "access error"}
 _WATCHDOG_UNIT_MS = 20
+# How long the SDK waits for the status packet of a ping, register read or write (its
+# setPacketTimeout: two USB latency timers and 2 ms, the few bytes' wire time aside).
+_SETUP_REPLY_WAIT_MS = 2.0 * LATENCY_TIMER + 2.0
 # What a vanished adapter (unplugged USB, closed pty) raises from pyserial and termios.
 PORT_ERRORS = (OSError, termios.error)
 
@@ -238,7 +242,23 @@ class DynamixelBus:
                 raise BusError(f"servo {servo_id}: {what}: port error: {exc}") from exc
             if outcome[-2] == COMM_SUCCESS:
                 break
+            self._await_quiet(port)
         return outcome
+
+    def _await_quiet(self, port: PortHandler) -> None:
+        """Drop what arrives until the line has been quiet for as long as a setup exchange
+        waits for its reply. A request that failed may still be answered (a starved bus
+        replies late), and a status packet does not say which request it answers: a late
+        reply with the length the next read expects would be taken for that read's data."""
+        quiet_s = max(self._reply_margin_ms, _SETUP_REPLY_WAIT_MS) * 1e-3
+        start = last_byte = time.perf_counter()
+        give_up = start + self.options.reboot_timeout_s  # a line that never falls quiet (noise)
+        while (now := time.perf_counter()) - last_byte < quiet_s and now < give_up:
+            if port.getBytesAvailable():
+                port.clearPort()
+                last_byte = time.perf_counter()
+            else:
+                time.sleep(self.options.read_block_s)
 
     def ping(self, servo_id: int) -> tuple[int | None, str]:
         """(model number, "") or (None, what went wrong)."""
@@ -276,8 +296,8 @@ class DynamixelBus:
             data, result, error = self._ph.readTxRx(port, servo_id, address, length)
             if result == COMM_SUCCESS and len(data) != length:
                 # A reply of another length: a late one, to a request that timed out while the
-                # bus was starved, taken for this one. Drop what is in flight and ask again.
-                self._drain(port)
+                # bus was starved, taken for this one. Failed, so _transact waits for quiet
+                # and asks again.
                 return data, COMM_RX_CORRUPT, error
             return data, result, error
 

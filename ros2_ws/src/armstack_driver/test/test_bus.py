@@ -223,3 +223,19 @@ def test_a_late_reply_is_not_taken_for_the_next_reads(bus, emulator):
     emulator.set_reply_latency(0.0, servo_id=1)
     block = bus.read_block(1, ADDR_INDIRECT_ADDRESS_1, 2 * STATE_LENGTH)
     assert [block[2 * k] | block[2 * k + 1] << 8 for k in range(STATE_LENGTH)] == list(STATE_SOURCES)
+
+
+def test_a_late_reply_of_the_same_length_is_not_taken_for_the_next_read(bus, emulator):
+    """As above, but the late reply has the length the next read expects, so only its timing
+    tells it apart: after a failed exchange the bus drops what arrives until the line is quiet,
+    and the next read returns its own register rather than the late one's."""
+    from armstack_driver.bus import ADDR_HOMING_OFFSET, ADDR_PROFILE_ACCELERATION, BusError
+
+    bus.options = dataclasses.replace(bus.options, io_attempts=1)  # no retry to absorb it
+    bus.write_register(1, ADDR_PROFILE_ACCELERATION, 4, 77)
+    assert bus.read_register(1, ADDR_HOMING_OFFSET, 4) != 77
+    emulator.set_reply_latency(0.06, servo_id=1)  # past the SDK's 34 ms read timeout
+    with pytest.raises(BusError, match="servo 1"):
+        bus.read_register(1, ADDR_HOMING_OFFSET, 4)
+    emulator.set_reply_latency(0.0, servo_id=1)
+    assert bus.read_register(1, ADDR_PROFILE_ACCELERATION, 4) == 77
