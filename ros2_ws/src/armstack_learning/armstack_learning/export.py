@@ -33,7 +33,7 @@ from armstack_policy.ddim import DDIMSampler
 from torch import Tensor, nn
 
 from armstack_learning.diffusion import DiffusionPolicy
-from armstack_learning.factory import config_summary, policy_from_checkpoint
+from armstack_learning.factory import action_normalization, config_summary, policy_from_checkpoint
 from armstack_learning.features import ACTION_KEY, BASE_FRAME, ENV_STATE_KEY, STATE_KEY
 from armstack_learning.policy import Policy
 
@@ -234,7 +234,8 @@ def card_base(policy: Policy, ckpt: dict, weights: str) -> dict:
                    "frame": BASE_FRAME if act.kind == "ee" else "joint space"},
         "normalization": {"convention": "normalized = (raw - offset) / scale",
                           "features": policy.normalizer.to_dict(),
-                          "config": ckpt["train_config"]["normalization"]},
+                          "config": _normalization_used(ckpt["train_config"]["normalization"],
+                                                        policy.kind)},
         "dataset": dict(ckpt["dataset"]),
         "training": {"steps": int(ckpt["step"]), "weights": weights, "init": ckpt.get("init"),
                      "config": ckpt["train_config"]},
@@ -295,6 +296,12 @@ def md_training(card: dict) -> str:
         line += (f"; the run started from the weights of `{init['path']}` (step {init['step']}), "
                  f"{init['steps_before']} steps before this run in all")
     return line
+
+
+def _normalization_used(config: dict, kind: str) -> dict:
+    """The run's normalization config with the action mode training used: diffusion and VLA
+    impose min/max whatever the run configured (factory.action_normalization)."""
+    return {**config, "action": action_normalization(kind) or config["action"]}
 
 
 def md_normalization(card: dict) -> list[str]:

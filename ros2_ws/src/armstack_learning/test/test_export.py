@@ -81,6 +81,7 @@ def test_act_card(act_export, dataset_root):
     assert env["classes"] == ["red_cube", "green_cube", "blue_cube"] and env["hold_s"] == 0.0
     norm = card["normalization"]["features"]
     assert set(norm) == {"observation.state", "observation.environment_state", "action"}
+    assert card["normalization"]["config"]["action"] == "mean_std"
     assert card["dataset"]["sha256"] == dataset_fingerprint(dataset_root)
     assert card["dataset"]["episodes"] == 3 and card["training"]["steps"] == 3
     assert card["training"]["init"] is None
@@ -108,6 +109,10 @@ def test_diffusion_denoiser_and_ddim_parity(diffusion_export):
     assert parity["passed"]
     assert parity["denoiser_max_abs_error"] <= 1e-4 and parity["ddim_sample_max_abs_error"] <= 1e-4
     assert result.card["training"]["weights"] == "ema"
+    # The card says how actions were normalized: min/max (diffusion samples in [-1, 1]), not
+    # the run's configured mode, which diffusion overrides.
+    assert result.card["training"]["config"]["normalization"]["action"] == "mean_std"
+    assert result.card["normalization"]["config"]["action"] == "min_max"
 
 
 def test_runtime_path_from_card_alone(diffusion_export, make_dataset):
