@@ -9,6 +9,11 @@ it to compare chunk-buffer modes and checkpoints; the graph figure is tools/eval
     python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 100
     python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx \
         --mode temporal_ensemble --inference-period 1 --episodes 50
+    python tools/eval_policy_inprocess.py --model policy/dp_pick/policy.onnx --episodes 2 \
+        --trace-dir out/dp_traces      # every step saved; each failure's grasps printed
+
+A failed episode prints where its cubes started and, with --trace-dir, each grasp: where the
+gripper closed, how far from the nearest cube, and what came up (armstack_eval.trace).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from armstack_eval.inprocess import (
     InProcessEvaluator,
     summarize,
 )
+from armstack_eval.trace import EpisodeTrace, find_grasps
 from armstack_policy.chunk_buffer import FAVOUR, MODES
 from armstack_policy.onnx_policy import RunnerConfig, load_policy
 from armstack_sim.world import SimConfig, SimWorld
@@ -64,6 +70,9 @@ def main() -> int:
                    help="y range of the cubes' centres, m (default: the simulator's)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
+    p.add_argument("--trace-dir", type=Path,
+                   help="save each episode's step-by-step trace here (episode_SEED.npz, "
+                        "armstack_eval.trace.EpisodeTrace) and print a failure's grasps")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = InProcessEvalConfig(
@@ -82,9 +91,14 @@ def main() -> int:
         p.error(str(exc))
     evaluator = InProcessEvaluator(policy, config, detector, world)
     outcomes = []
+    if args.trace_dir:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
     try:
         for i in range(config.episodes):
-            o = evaluator.run(i)
+            trace = EpisodeTrace(world.object_names) if args.trace_dir else None
+            o = evaluator.run(i, trace)
+            if trace is not None:
+                trace.save(args.trace_dir / f"episode_{o.seed}.npz")
             outcomes.append(o)
             rate = sum(x.success for x in outcomes) / len(outcomes)
             print(f"episode {i:3d} seed {o.seed}: {'success' if o.success else 'FAIL   '} "
@@ -94,6 +108,8 @@ def main() -> int:
             if not o.success:
                 print("    cubes at the start (x, y m): " + ", ".join(
                     f"{name} {x:.3f} {y:.3f}" for name, (x, y) in o.layout.items()), flush=True)
+                for grasp in find_grasps(trace) if trace is not None else []:
+                    print(f"    grasp {grasp.describe()}", flush=True)
     finally:
         evaluator.close()
     summary = summarize(outcomes, config)

@@ -43,6 +43,8 @@ from armstack_policy.onnx_policy import OnnxPolicy
 from armstack_sim.profiled_joints import ProfiledJoints
 from armstack_sim.world import SimWorld
 
+from armstack_eval.trace import EpisodeTrace
+
 OBJECT_SOURCES = ("perception", "ground_truth")
 
 
@@ -238,7 +240,9 @@ class InProcessEvaluator:
     def close(self) -> None:
         self.world.close()
 
-    def run(self, index: int) -> EpisodeOutcome:
+    def run(self, index: int, trace: EpisodeTrace | None = None) -> EpisodeOutcome:
+        """Episode `index` (scene seed config.seed + index); `trace`, if given, gets every
+        control step (armstack_eval.trace)."""
         cfg, card, world = self.config, self.policy.card, self.world
         seed = cfg.seed + index
         started = time.perf_counter()
@@ -288,6 +292,11 @@ class InProcessEvaluator:
                 goals, ok = self.joint_targets(out.action, world.joint_positions(), now)
                 ik_failures += not ok
                 self.servos.set_goals(goals)
+            if trace is not None:
+                # The gripper is the last action element of both ee and joint policies.
+                trace.add(now, world.ee_pose()[:3, 3],
+                          float(out.action[-1]) if out.action is not None else float("nan"),
+                          np.array([o.position for o in world.object_poses()]))
             self.servos.drive(world, card.dt)
             step += 1
             if all(world.object_in_bin(n) for n in world.object_names):

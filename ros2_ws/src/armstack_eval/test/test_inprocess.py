@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from armstack_common.paths import model_file
 from armstack_eval.inprocess import InProcessEvalConfig, InProcessEvaluator, Perception
+from armstack_eval.trace import EpisodeTrace
 from armstack_policy.observation import ObservationAssembler
 from armstack_policy.onnx_policy import RunnerConfig, load_policy
 from armstack_policy.proof_models import ProofSpec, write_proof_model
@@ -52,8 +53,15 @@ def test_receding_horizon_infers_once_per_n_action_steps(tmp_path, world):
     policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
     cfg = InProcessEvalConfig(episodes=1, time_limit=0.6, objects="ground_truth",
                               mode="receding_horizon", n_action_steps=10)
-    outcome = InProcessEvaluator(policy, cfg, world=world).run(0)
+    trace = EpisodeTrace(world.object_names)
+    outcome = InProcessEvaluator(policy, cfg, world=world).run(0, trace)
     assert outcome.inferences == 3  # steps 0, 10, 20 of 30
+    # The trace has every control step: its time, the true ee and cube positions.
+    table = trace.table
+    np.testing.assert_allclose(table[:, 0], np.arange(30) * policy.card.dt)
+    np.testing.assert_allclose(table[-1, 5:], np.ravel([o.position for o in world.object_poses()]),
+                               atol=1e-3)
+    assert np.all(np.isfinite(table[:, 4]))  # a gripper command at every step
     world.reset(cfg.seed)  # the outcome names the layout the episode started from
     assert outcome.layout == {o.name: pytest.approx(tuple(o.position[:2]), abs=1e-4)
                               for o in world.object_poses()}
@@ -80,6 +88,10 @@ def test_the_tool_evaluates_on_a_strip_of_the_workspace(tmp_path):
     for episode in episodes:
         assert all(0.30 <= x <= 0.35 for x, _ in episode["layout"].values()), episode
     assert "cubes at the start" in run.stdout  # each failed episode shows its layout
+    traced = subprocess.run([*command, "--episodes", "1", "--trace-dir", str(tmp_path / "traces")],
+                            capture_output=True, text=True, timeout=120)
+    assert traced.returncode == 0, traced.stderr
+    assert len(EpisodeTrace.load(tmp_path / "traces" / "episode_100000.npz")) == 10  # 0.2 s
     reversed_ = subprocess.run([*command, "--workspace-x", "0.35", "0.30"], capture_output=True,
                                text=True, timeout=120)
     assert reversed_.returncode == 2 and "workspace_x" in reversed_.stderr

@@ -1,0 +1,105 @@
+"""What happened in an in-process episode, step by step, and the grasps in it (no ROS).
+
+`EpisodeTrace` keeps, per control step, the true end-effector position, the gripper opening the
+policy commanded and every cube's true position; it saves to and loads from an .npz file.
+`find_grasps` reads a trace the way one reads a failed episode: each time the policy closed
+the gripper, which cube was nearest and how far off in the horizontal plane, and which cube
+(if any) came up with the gripper. So a failure can be told apart as a reach that went
+elsewhere, a grasp that closed beside its cube, or a cube lost on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GraspRules:
+    """When a step counts as the gripper closing and a cube as lifted."""
+
+    closed_below: float = 0.017  # m: a commanded opening below this is a close (open 0.034)
+    lift_height: float = 0.03  # m above its height at the close: the cube came up
+    lift_window: float = 3.0  # s after the close to look for that
+    carried_within: float = 0.05  # m from the ee while lifted: in the gripper, not knocked up
+
+    def __post_init__(self) -> None:
+        for name in ("closed_below", "lift_height", "lift_window", "carried_within"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"GraspRules.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Grasp:
+    time: float  # s into the episode when the close was commanded
+    ee: tuple[float, float, float]  # ee_link position then, base_link, m
+    nearest: str  # cube whose centre was nearest the ee in the horizontal plane
+    offset: float  # m, that horizontal distance
+    lifted: str | None  # the cube that came up with the gripper, if any
+
+    def describe(self) -> str:
+        outcome = f"lifted {self.lifted}" if self.lifted else "lifted nothing"
+        return (f"t {self.time:5.2f} s: closed at ({self.ee[0]:.3f}, {self.ee[1]:.3f}, "
+                f"{self.ee[2]:.3f}), {self.offset * 100:.1f} cm from {self.nearest}; {outcome}")
+
+
+class EpisodeTrace:
+    """Per-step record of one episode; `add` once per control step."""
+
+    def __init__(self, object_names: tuple[str, ...]) -> None:
+        self.object_names = tuple(object_names)
+        self._rows: list[np.ndarray] = []
+
+    def add(self, time: float, ee_position: np.ndarray, gripper_command: float,
+            object_positions: np.ndarray) -> None:
+        """`gripper_command`: the opening the policy asked for (nan while it asked nothing);
+        `object_positions`: (N, 3) in `object_names` order."""
+        self._rows.append(np.concatenate(([time], ee_position, [gripper_command],
+                                          np.asarray(object_positions).ravel())))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def table(self) -> np.ndarray:
+        """(T, 5 + 3N): time, ee x y z, gripper command, then each cube's x y z."""
+        return np.array(self._rows).reshape(len(self._rows), 5 + 3 * len(self.object_names))
+
+    def save(self, path: Path | str) -> None:
+        np.savez_compressed(path, table=self.table, object_names=np.array(self.object_names))
+
+    @classmethod
+    def load(cls, path: Path | str) -> EpisodeTrace:
+        with np.load(path) as data:
+            trace = cls(tuple(str(n) for n in data["object_names"]))
+            trace._rows = list(data["table"])
+        return trace
+
+
+def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules()) -> list[Grasp]:
+    """Every close the policy commanded, in order (see the module doc)."""
+    table = trace.table
+    if not len(table):
+        return []
+    t, ee, command = table[:, 0], table[:, 1:4], table[:, 4]
+    cubes = table[:, 5:].reshape(len(table), len(trace.object_names), 3)  # (T, N, 3)
+    closed = command < rules.closed_below  # nan (no command) is not a close
+    starts = np.flatnonzero(closed & ~np.concatenate(([False], closed[:-1])))
+    grasps = []
+    for k in starts:
+        horizontal = np.linalg.norm(cubes[k, :, :2] - ee[k, :2], axis=1)  # (N,)
+        nearest = int(np.argmin(horizontal))
+        window = (t >= t[k]) & (t <= t[k] + rules.lift_window)
+        lifted = None
+        for n, name in enumerate(trace.object_names):
+            up = cubes[window, n, 2] >= cubes[k, n, 2] + rules.lift_height
+            held = np.linalg.norm(cubes[window, n] - ee[window], axis=1) <= rules.carried_within
+            if np.any(up & held):
+                lifted = name
+                break
+        grasps.append(Grasp(time=float(t[k]), ee=tuple(float(v) for v in ee[k]),
+                            nearest=trace.object_names[nearest],
+                            offset=float(horizontal[nearest]), lifted=lifted))
+    return grasps

@@ -1,0 +1,101 @@
+"""Episode traces and the grasps read from them: synthetic traces for the rules, and the
+scripted expert's deliberate miss and retry in real MuJoCo physics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from armstack_common.kinematics import ArmKinematics
+from armstack_common.paths import urdf_path
+from armstack_eval.trace import EpisodeTrace, GraspRules, find_grasps
+from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe
+from armstack_sim.world import SimWorld
+
+NAMES = ("red_cube", "blue_cube")
+DT = 0.02
+
+
+def _trace(ee: np.ndarray, gripper: np.ndarray, cubes: np.ndarray) -> EpisodeTrace:
+    """ee (T, 3), gripper (T,), cubes (T, 2, 3)."""
+    trace = EpisodeTrace(NAMES)
+    for k in range(len(ee)):
+        trace.add(k * DT, ee[k], gripper[k], cubes[k])
+    return trace
+
+
+def _scene(steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ee = np.tile([0.25, 0.0, 0.023], (steps, 1))
+    gripper = np.full(steps, 0.034)
+    cubes = np.tile([[0.25, 0.006, 0.015], [0.30, 0.10, 0.015]], (steps, 1, 1))
+    return ee, gripper, cubes
+
+
+def test_a_close_beside_a_cube_that_comes_up_with_the_gripper_is_a_lift() -> None:
+    ee, gripper, cubes = _scene(200)
+    gripper[50:] = 0.0  # closed at step 50 (t 1.0 s), 6 mm from red
+    ee[100:, 2] = 0.16  # lifted at 2.0 s, red with it
+    cubes[100:, 0] = ee[100:] - [0.0, 0.006, 0.008]
+    grasps = find_grasps(_trace(ee, gripper, cubes))
+    assert len(grasps) == 1
+    grasp = grasps[0]
+    assert grasp.time == pytest.approx(1.0) and grasp.nearest == "red_cube"
+    assert grasp.offset == pytest.approx(0.006) and grasp.lifted == "red_cube"
+    assert "0.6 cm from red_cube; lifted red_cube" in grasp.describe()
+
+
+def test_a_close_that_lifts_nothing_and_a_cube_knocked_away_are_no_lift() -> None:
+    ee, gripper, cubes = _scene(300)
+    ee[:, 0] = 0.275  # 2.5 cm beside red
+    gripper[50:100] = 0.0  # first close; the gripper opens again
+    gripper[150:] = 0.0  # second close
+    ee[100:, 2] = 0.16  # goes up empty
+    cubes[160:, 1, 2] = 0.10  # blue flies up, but nowhere near the gripper
+    grasps = find_grasps(_trace(ee, gripper, cubes))
+    assert [g.time for g in grasps] == pytest.approx([1.0, 3.0])
+    assert [g.nearest for g in grasps] == ["red_cube", "red_cube"]
+    assert grasps[0].offset == pytest.approx(np.hypot(0.025, 0.006))
+    assert [g.lifted for g in grasps] == [None, None]
+
+
+def test_steps_without_a_command_are_not_closes_and_traces_round_trip(tmp_path) -> None:
+    ee, gripper, cubes = _scene(20)
+    gripper[:10] = np.nan  # the policy had not answered yet
+    trace = _trace(ee, gripper, cubes)
+    assert find_grasps(trace) == [] and find_grasps(EpisodeTrace(NAMES)) == []
+    trace.save(tmp_path / "episode_7.npz")
+    loaded = EpisodeTrace.load(tmp_path / "episode_7.npz")
+    assert loaded.object_names == NAMES and len(loaded) == 20
+    np.testing.assert_array_equal(loaded.table, trace.table)
+
+
+def test_grasp_rules_name_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="GraspRules.lift_window"):
+        GraspRules(lift_window=0.0)
+
+
+def test_the_experts_deliberate_miss_then_its_grasp_in_real_physics() -> None:
+    """The expert misses blue on purpose (2.5 cm beside it), then picks it: the trace shows a
+    close ~2.5 cm off that lifts nothing, then one within a few mm that lifts blue."""
+    world = SimWorld()
+    try:
+        world.reset(4)
+        kinematics = ArmKinematics(urdf_path())
+        config = ExpertConfig(grasp_yaw="azimuth", miss_rate=1.0, close_time=0.5)
+        expert = PickPlaceExpert(config, world.bin_center, world.config.bin_inner_size,
+                                 ["blue_cube"], rng=np.random.default_rng(0))
+        trace = EpisodeTrace(world.object_names)
+        substeps = round(DT / world.timestep)
+        while world.time < 20.0 and not expert.delivered:
+            action = expert.act(observe(world, kinematics))
+            solution = kinematics.ik(action.ee_pose, world.joint_positions()[:-1])
+            assert solution.success
+            world.set_joint_targets(np.append(solution.q, action.gripper))
+            trace.add(world.time, world.ee_pose()[:3, 3], action.gripper,
+                      np.array([o.position for o in world.object_poses()]))
+            world.step(substeps)
+    finally:
+        world.close()
+    grasps = find_grasps(trace)
+    assert [g.nearest for g in grasps] == ["blue_cube", "blue_cube"]
+    assert grasps[0].offset == pytest.approx(0.025, abs=0.006) and grasps[0].lifted is None
+    assert grasps[1].offset < 0.006 and grasps[1].lifted == "blue_cube"
