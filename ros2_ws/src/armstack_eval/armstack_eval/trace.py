@@ -36,6 +36,7 @@ class Grasp:
     time: float  # s into the episode when the close was commanded
     ee: tuple[float, float, float]  # ee_link position then, base_link, m
     nearest: str  # cube whose centre was nearest the ee in the horizontal plane
+    cube: tuple[float, float, float]  # that cube's centre then, base_link, m
     offset: float  # m, that horizontal distance
     lifted: str | None  # the cube that came up with the gripper, if any
 
@@ -101,5 +102,44 @@ def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules()) -> list[G
                 break
         grasps.append(Grasp(time=float(t[k]), ee=tuple(float(v) for v in ee[k]),
                             nearest=trace.object_names[nearest],
+                            cube=tuple(float(v) for v in cubes[k, nearest]),
                             offset=float(horizontal[nearest]), lifted=lifted))
     return grasps
+
+
+@dataclass(frozen=True)
+class GraspBias:
+    """How grasps miss their cubes, over many: is the miss pulled towards the layouts' centre?"""
+
+    grasps: int  # closes within `aimed_within` of a cube, the ones counted
+    lifted: int
+    offset_median: float  # m, horizontal, ee to the nearest cube centre
+    offset_p90: float
+    # Least squares over the grasps: miss (ee - cube, x and y) = slope * (cube - centre) + bias.
+    # A negative slope is a miss towards the centre, growing with the cube's distance from it.
+    slope: tuple[float, float]  # x, y
+    bias: tuple[float, float]  # m
+
+
+def grasp_bias(grasps: list[Grasp], centre: tuple[float, float],
+               aimed_within: float = 0.06) -> GraspBias:
+    """Summary of `grasps` (from find_grasps over any number of episodes); closes farther than
+    `aimed_within` (m) from every cube were aimed at none and are left out."""
+    aimed = [g for g in grasps if g.offset <= aimed_within]
+    if len(aimed) < 3:
+        raise ValueError(f"grasp_bias needs at least 3 grasps within {aimed_within} m of a cube, "
+                         f"got {len(aimed)}")
+    cube = np.array([g.cube[:2] for g in aimed])  # (G, 2)
+    miss = np.array([g.ee[:2] for g in aimed]) - cube  # (G, 2)
+    spread = cube - np.asarray(centre)
+    slope, bias = [], []
+    for axis in range(2):
+        design = np.column_stack([spread[:, axis], np.ones(len(aimed))])
+        (a, b), *_ = np.linalg.lstsq(design, miss[:, axis], rcond=None)
+        slope.append(float(a))
+        bias.append(float(b))
+    offsets = np.array([g.offset for g in aimed])
+    return GraspBias(grasps=len(aimed), lifted=sum(g.lifted is not None for g in aimed),
+                     offset_median=float(np.median(offsets)),
+                     offset_p90=float(np.percentile(offsets, 90)),
+                     slope=(slope[0], slope[1]), bias=(bias[0], bias[1]))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import urdf_path
-from armstack_eval.trace import EpisodeTrace, GraspRules, find_grasps
+from armstack_eval.trace import EpisodeTrace, Grasp, GraspRules, find_grasps, grasp_bias
 from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe
 from armstack_sim.world import SimWorld
 
@@ -66,6 +66,50 @@ def test_steps_without_a_command_are_not_closes_and_traces_round_trip(tmp_path) 
     loaded = EpisodeTrace.load(tmp_path / "episode_7.npz")
     assert loaded.object_names == NAMES and len(loaded) == 20
     np.testing.assert_array_equal(loaded.table, trace.table)
+
+
+def _grasp(cube_xy: tuple[float, float], miss_xy: np.ndarray, lifted: str | None) -> Grasp:
+    ee = np.asarray(cube_xy) + miss_xy
+    return Grasp(time=1.0, ee=(ee[0], ee[1], 0.02), nearest="red_cube",
+                 cube=(cube_xy[0], cube_xy[1], 0.015), offset=float(np.linalg.norm(miss_xy)),
+                 lifted=lifted)
+
+
+def test_grasp_bias_recovers_a_pull_towards_the_centre() -> None:
+    centre = np.array([0.26, 0.035])
+    rng = np.random.default_rng(1)
+    cubes = centre + rng.uniform(-0.09, 0.09, size=(40, 2))
+    # Misses towards the centre, 15 % of the cube's distance from it in x, 30 % in y, plus 2 mm.
+    grasps = [_grasp(tuple(c), np.array([-0.15, -0.30]) * (c - centre) + 0.002,
+                     "red_cube" if k % 2 else None) for k, c in enumerate(cubes)]
+    grasps.append(_grasp((0.2, 0.0), np.array([0.2, 0.0]), None))  # aimed at no cube: left out
+    bias = grasp_bias(grasps, tuple(centre), aimed_within=0.06)
+    assert bias.grasps == 40 and bias.lifted == 20
+    assert bias.slope == pytest.approx((-0.15, -0.30), abs=1e-9)
+    assert bias.bias == pytest.approx((0.002, 0.002), abs=1e-9)
+    with pytest.raises(ValueError, match="at least 3 grasps"):
+        grasp_bias(grasps[:2], tuple(centre))
+
+
+def test_the_report_tool_reads_trace_directories(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for seed, miss in ((1, 0.01), (2, 0.02), (3, 0.03)):
+        ee, gripper, cubes = _scene(100)
+        ee[:, 0] += miss
+        gripper[50:] = 0.0
+        _trace(ee, gripper, cubes).save(tmp_path / f"episode_{seed}.npz")
+    tool = Path(__file__).resolve().parents[4] / "tools" / "grasp_report.py"
+    run = subprocess.run([sys.executable, str(tool), str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "3 episodes, 3 closes; 3 within 6 cm of a cube, 0 of them lifted it" in run.stdout
+    assert "median 2.1 cm" in run.stdout  # hypot(0.02, 0.006)
+    empty = subprocess.run([sys.executable, str(tool), str(tmp_path / "none")],
+                           capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "--trace-dir" in empty.stderr
 
 
 def test_grasp_rules_name_the_bad_field() -> None:
