@@ -112,8 +112,8 @@ def test_no_frames_within_the_timeout_reads_none(synthetic_rs):
 
 def test_a_recording_plays_back_through_the_pipeline(synthetic_rs, tmp_path):
     """Through the camera node's capture loop: librealsense's real-time playback now and then
-    delivers nothing after it starts (1 in ~25 opens here, in CI too); the loop's stall
-    timeout reopens the recording, as it reopens a stalled camera."""
+    delivers nothing after it starts (a few opens in a hundred here, and once in CI); the
+    loop's stall timeout reopens the recording, as it reopens a stalled camera."""
     from armstack_camera.capture import CaptureConfig, CaptureLoop
 
     path = synthetic_rs.record(tmp_path, 12)
