@@ -180,6 +180,12 @@ class DynamixelBus:
     def is_connected(self) -> bool:
         return self._port is not None and self._port.is_open
 
+    @property
+    def port_handler(self) -> PortHandler:
+        """The open port, for a reader of registers this bus does not read itself (the leader
+        arm's Present Position); NotConnectedError before connect()."""
+        return self._require_connected()
+
     def _require_connected(self) -> PortHandler:
         if not self.is_connected:
             raise NotConnectedError(f"bus on {self.port_name} is not connected; call connect() first")
