@@ -48,7 +48,8 @@ class ExpertSessionConfig:
     settle_after_reset: float = 1.5  # s
     max_observation_age: float = 0.5  # s; older object poses or joint states hold the expert
     keep_failures: bool = False  # save takes that end with a cube outside the bin
-    seed: int = 0  # of the expert's deliberate misses (ExpertConfig.miss_rate), over the session
+    # Of the expert's deliberate misses (ExpertConfig.miss_rate) over the session; -1 draws one.
+    seed: int = 0
     # s between attempts when sim/reset fails; short, as at start the service is often not yet
     # discovered, and an attempt costs nothing while it is missing.
     reset_retry_period: float = 0.5
@@ -104,7 +105,7 @@ class ExpertSession:
         self._take_started = 0.0
         self._holding = False  # observations went stale during the take
         self.results: list[dict[str, bool]] = []  # per finished take: cube -> in the bin
-        self._rng = np.random.default_rng(config.seed)
+        self._rng = np.random.default_rng(None if config.seed == -1 else config.seed)
 
     @property
     def bin_floor_center(self) -> np.ndarray:

@@ -99,8 +99,8 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "after its own misses)", range=(0.0, 1.0), read_only=True),
     ParamSpec("expert_miss_offset", 0.025, "how far beside the cube centre a deliberate miss aims, "
               "towards or away from the arm", "m", (0.0, 0.1), read_only=True),
-    ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses", range=(0, 2**31 - 1),
-              read_only=True),
+    ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses; -1 draws one (as the "
+              "simulator's seed)", range=(-1, 2**31 - 1), read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
