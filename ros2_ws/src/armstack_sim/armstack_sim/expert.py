@@ -74,8 +74,9 @@ class ExpertConfig:
     # (towards or away from the arm, at random), so the grasp fails or knocks the cube and the
     # expert retries. Clean demonstrations never show the states after a failed grasp (cube
     # pushed aside, gripper empty at carrying height), which is where a policy that misses
-    # lands; with misses in the recording it learns to go back for the cube. The miss itself is
-    # noise a policy cannot predict from what it sees, so it averages out of what it learns.
+    # lands; with misses in the recording it can learn to go back for the cube. Where a miss
+    # aims is random, in both directions, so nothing a policy sees predicts it; a regression
+    # should see it as spread around the cube rather than a shift.
     miss_rate: float = 0.0
     miss_offset: float = 0.025  # m, horizontal, from the cube centre to where a miss aims
 
