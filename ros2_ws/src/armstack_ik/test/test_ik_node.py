@@ -124,7 +124,10 @@ def start(launch_node, probe, name: str = "ik", prefix: str = "", *args: str) ->
         what="the ik node's topics",
         watch=node,
     )
-    probe.spin_for(0.3)  # a few joint_states reach the node
+    # The node reports a joint state age once it has one: only then has it a measured position to
+    # start from (a fixed wait was too short for a single command on a slow machine).
+    probe.spin_until(lambda: "joint_state_age_s" in rig.diagnostics, timeout=30.0,
+                     what="the ik node's first joint_states", watch=node)
     return rig
 
 
