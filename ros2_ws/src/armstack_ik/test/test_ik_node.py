@@ -262,7 +262,7 @@ def test_timer_mode_moves_to_a_single_command_then_stops(launch_node, probe):
     rig.send(pose)  # one command only: the node keeps stepping towards it on its timer
     rig.probe.spin_until(
         lambda: len(rig.commands) > 5 and rig.position_error(rig.commands[-1].position, pose) < 5e-3,
-        6.0,
+        15.0,  # ~1.5 s idle; a starved 50 Hz timer steps less often
         "the timer-driven commands to reach the target",
         rig.node,
     )
