@@ -294,9 +294,8 @@ class InProcessEvaluator:
                 self.servos.set_goals(goals)
             if trace is not None:
                 # The gripper is the last action element of both ee and joint policies.
-                trace.add(now, world.ee_pose()[:3, 3],
-                          float(out.action[-1]) if out.action is not None else float("nan"),
-                          np.array([o.position for o in world.object_poses()]))
+                trace.add_world(now, world,
+                                float(out.action[-1]) if out.action is not None else float("nan"))
             self.servos.drive(world, card.dt)
             step += 1
             if all(world.object_in_bin(n) for n in world.object_names):

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from armstack_sim.world import SimWorld
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,12 @@ class EpisodeTrace:
         `object_positions`: (N, 3) in `object_names` order."""
         self._rows.append(np.concatenate(([time], ee_position, [gripper_command],
                                           np.asarray(object_positions).ravel())))
+
+    def add_world(self, time: float, world: SimWorld, gripper_command: float) -> None:
+        """One step from the simulator's true state: its ee_link position and each of
+        `object_names`' positions (by name, so the columns follow this trace's order)."""
+        self.add(time, world.ee_pose()[:3, 3], gripper_command,
+                 np.array([world.object_pose(name).position for name in self.object_names]))
 
     def __len__(self) -> int:
         return len(self._rows)

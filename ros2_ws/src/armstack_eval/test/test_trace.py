@@ -134,8 +134,7 @@ def test_the_experts_deliberate_miss_then_its_grasp_in_real_physics() -> None:
             solution = kinematics.ik(action.ee_pose, world.joint_positions()[:-1])
             assert solution.success
             world.set_joint_targets(np.append(solution.q, action.gripper))
-            trace.add(world.time, world.ee_pose()[:3, 3], action.gripper,
-                      np.array([o.position for o in world.object_poses()]))
+            trace.add_world(world.time, world, action.gripper)
             world.step(substeps)
     finally:
         world.close()
