@@ -134,20 +134,26 @@ def test_commands_at_50_hz_carry_their_chunks_camera_stamp(rig: Rig):
     assert response.success and response.message == "started"
     rig.probe.spin_until(lambda: len(rig.commands) > 5, 5.0, "the first joint_command", rig.node)
     received = rig.commands_during(2.0)
-    # 50 Hz for 2 s, with room for a loaded machine (30 Hz, the camera rate, would fail)
-    assert 75 <= len(received) <= 115, len(received)
     rig.probe.spin_for(0.1)  # every chunk behind those commands has arrived too
     chunks = {stamp_to_sec(c.header.stamp): np.reshape(c.data, (c.horizon, c.dim))
               for c in rig.chunks}
+    row_of_chunk: list[tuple[float, int]] = []  # (chunk stamp, row the command is)
     for _, msg in received:
         assert list(msg.name) == list(JOINT_NAMES)
         stamp = stamp_to_sec(msg.header.stamp)
         assert stamp in rig.object_stamps, "command stamp is not a camera frame's"
         # With blend_steps 0 each command is one row of the chunk it carries the stamp of.
-        rows = chunks[stamp]
-        assert np.min(np.abs(rows - np.array(msg.position)).max(axis=1)) < 1e-6
-    newest = [stamp_to_sec(m.header.stamp) for _, m in received]
+        error = np.abs(chunks[stamp] - np.array(msg.position)).max(axis=1)
+        assert error.min() < 1e-6
+        row_of_chunk.append((stamp, int(error.argmin())))
+    newest = [stamp for stamp, _ in row_of_chunk]
     assert newest == sorted(newest) and len(set(newest)) > 10  # fresh frames keep coming
+    # The timer, not the frames, paces the stream: one 30 Hz frame's chunk serves several
+    # commands, each the next 20 ms row. Counted in rows rather than in wall-clock rate, so a
+    # loaded machine (which misses periods and so skips rows) does not fail it.
+    steps = [b[1] - a[1] for a, b in zip(row_of_chunk, row_of_chunk[1:]) if a[0] == b[0]]
+    assert len(steps) > len(set(newest)) / 2, (len(steps), len(set(newest)))
+    assert min(steps) >= 1 and np.median(steps) == 1, steps
 
 
 def test_chunk_and_path_outputs(rig: Rig):
