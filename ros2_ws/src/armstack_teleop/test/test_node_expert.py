@@ -140,7 +140,7 @@ def test_expert_session_end_to_end(launch_node, probe) -> None:
     take2 = sim.statuses[3]
     start, end = stamp_to_sec(take2.take_start), stamp_to_sec(sim.statuses[4].take_end)
     during = [msg for t, msg in sim.commands if start <= t <= end]
-    assert len(during) / (end - start) > 40.0  # the 50 Hz stream
+    assert len(during) / (end - start) > 30.0  # the 50 Hz stream, with room for a loaded machine
     assert 2.0 < end - start < 20.0
     assert all(msg.header.frame_id == "base_link" for _, msg in sim.commands)
     # Each command carries the stamp of the ground-truth frame it was computed from.

@@ -75,7 +75,7 @@ def test_services_control_the_episodes(launch_node, probe) -> None:
     assert arm.commands[-1].header.frame_id == "base_link"
     count = len(arm.commands)
     probe.spin_for(1.0)
-    assert 40 <= len(arm.commands) - count <= 60  # 50 Hz
+    assert 30 <= len(arm.commands) - count <= 60  # 50 Hz, with room for a loaded CI machine
 
     def call(name: str, success: bool, state_after: tuple) -> None:
         answer = probe.call(arm.services[name], Trigger.Request(), node)
