@@ -10,19 +10,52 @@ rclpy 10.0.4, not in Jazzy's 7.1).
 
 Here a Task already queued is not submitted again: the spinning thread waits (briefly) for a
 worker to start it, which hands the GIL to that worker.
+
+`node_executor` is the single-threaded executor every other node process spins in. By default
+it is rclpy's EventsExecutor (rclpy.experimental, in Jazzy's 7.1): its wait and dispatch run in
+C++, where the SingleThreadedExecutor rebuilds a wait set in Python on every spin. A 100 Hz
+publisher, its subscriber and a 50 Hz timer cost 21 % of a core in a SingleThreadedExecutor and
+10 % in an EventsExecutor (measured here); with eight Python nodes on a 2-core machine that is
+the difference between keeping real time and not (tools/bench_executor.py). The environment
+variable ARMSTACK_EXECUTOR=single restores rclpy's SingleThreadedExecutor, for a fault that
+might be the experimental executor's.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable
 
-from rclpy.executors import (ConditionReachedException, ExternalShutdownException,
-                             MultiThreadedExecutor, ShutdownException, TimeoutException)
+from rclpy.context import Context
+from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException,
+                             MultiThreadedExecutor, ShutdownException, SingleThreadedExecutor,
+                             TimeoutException)
+from rclpy.experimental import EventsExecutor
+
+EXECUTOR_ENV = "ARMSTACK_EXECUTOR"
+EXECUTOR_KINDS = ("events", "single")
 
 # How long a spin waits for a worker to start a callback that is already queued before it
 # looks for other work; short, so a pool whose workers are all busy costs a wake-up per period.
 REQUEUE_WAIT_S = 0.005
+
+
+def executor_kind() -> str:
+    """The node executor ARMSTACK_EXECUTOR asks for (default events); ValueError names the
+    variable and the kinds when it asks for something else."""
+    kind = os.environ.get(EXECUTOR_ENV, "events") or "events"
+    if kind not in EXECUTOR_KINDS:
+        raise ValueError(f"environment variable {EXECUTOR_ENV}={kind!r} is not an executor: "
+                         f"one of {', '.join(EXECUTOR_KINDS)}")
+    return kind
+
+
+def node_executor(context: Context) -> Executor:
+    """A new single-threaded executor of the kind executor_kind() names."""
+    if executor_kind() == "events":
+        return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
 
 
 class SubmitOnceExecutor(MultiThreadedExecutor):

@@ -21,6 +21,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 
 from armstack_common import shutdown
+from armstack_common.executors import executor_kind
 
 EXIT_CANNOT_START = 2
 
@@ -44,7 +45,7 @@ def run_node(name: str, make_node: Callable[[], N], *,
 
     `start(node)` runs before the spin (e.g. a lifecycle node's autostart) and returns whether
     it succeeded; `release(node)` runs after it, before the node is destroyed, also after a
-    failed start. `make_executor(node)` gives an executor other than a SingleThreadedExecutor.
+    failed start. `make_executor(node)` gives an executor other than `executors.node_executor`'s.
     `abort_on_repeat`: see `shutdown.init`."""
     log = get_logger(name)
     try:
@@ -57,6 +58,8 @@ def run_node(name: str, make_node: Callable[[], N], *,
     executor: Executor | None = None
     try:
         try:
+            if make_executor is None:
+                executor_kind()  # a bad ARMSTACK_EXECUTOR is a startup error, named
             node = make_node()
             started = start is None or start(node)
         except startup_errors as exc:

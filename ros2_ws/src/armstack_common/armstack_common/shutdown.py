@@ -17,10 +17,12 @@ import threading
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from armstack_common.executors import node_executor
 
 # How long a spin waits for work before it looks at the stop event again: the worst-case delay
 # between a signal and the start of shutdown.
@@ -53,10 +55,10 @@ def init(args: Sequence[str] | None, name: str, *, abort_on_repeat: bool = False
 
 def spin(target: Node | Executor, stop: threading.Event,
          done: Callable[[], bool] = lambda: False) -> None:
-    """Spin `target` (a node gets a SingleThreadedExecutor of its own) until `stop` is set,
-    `done()` is true, or the context is shut down."""
+    """Spin `target` (a node gets an executor of its own: `executors.node_executor`) until
+    `stop` is set, `done()` is true, or the context is shut down."""
     own_executor = isinstance(target, Node)
-    executor = SingleThreadedExecutor(context=target.context) if own_executor else target
+    executor = node_executor(target.context) if own_executor else target
     if own_executor:
         executor.add_node(target)
     try:

@@ -18,6 +18,7 @@ The logic is in bus.py, safety.py and loop.py; this file only wires ROS.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -38,6 +39,9 @@ from armstack_driver.joint_state import JointStateLayout, urdf_mimic_joints
 from armstack_driver.loop import DriverLoop, JointSample
 from armstack_driver.reports import DriverReporter
 from armstack_driver.safety import JointLimits, MotionSupervisor, check_command
+
+# s, how soon a diagnostics message the loop asks for (a fault, a stop) goes out
+DIAGNOSTICS_REQUEST_POLL_S = 0.05
 
 
 class DriverNode(LifecycleNode):
@@ -61,9 +65,11 @@ class DriverNode(LifecycleNode):
         self.create_service(Trigger, "driver/estop", self._on_estop)
         self.create_service(Trigger, "driver/enable", self._on_enable)
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
-        # The loop thread asks for an immediate diagnostics message through a guard condition,
-        # so every report is built in the executor thread.
-        self._diag_now = self.create_guard_condition(self._publish_diagnostics)
+        # The loop thread asks for an immediate diagnostics message by setting an event that a
+        # short timer answers, so every report is built in the executor thread. (Not a guard
+        # condition: Jazzy's EventsExecutor, armstack_common.executors, does not take them.)
+        self._diag_now = threading.Event()
+        self.create_timer(DIAGNOSTICS_REQUEST_POLL_S, self._answer_diagnostics_request)
         # Autostart keeps trying until motion is enabled once (the port may appear later, a
         # servo may be powered later); a deliberate deactivate is not undone.
         self._autostart_pending = self.config.autostart
@@ -92,7 +98,7 @@ class DriverNode(LifecycleNode):
         self.bus = bus
         supervisor = MotionSupervisor(self.limits, self.config.safety())
         self.loop = DriverLoop(bus, supervisor, self.config.loop(), self._publish_state,
-                               self._publish_latency, self._diag_now.trigger)
+                               self._publish_latency, self._diag_now.set)
         self.loop.start()
         self.get_logger().info(f"configured: {len(self.servo.joints)} servos on {self.port} at "
                                f"{self.servo.baudrate} baud, loop at {self.config.rate_hz:g} Hz")
@@ -201,6 +207,11 @@ class DriverNode(LifecycleNode):
 
     def _publish_latency(self, seconds: float) -> None:
         self._latency_pub.publish(Float64(data=seconds))
+
+    def _answer_diagnostics_request(self) -> None:
+        if self._diag_now.is_set():
+            self._diag_now.clear()
+            self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
         status = self.loop.status() if self.loop is not None else None
