@@ -273,6 +273,13 @@ class DynamixelBusEmulator:
         with self._lock:
             return {servo_id: servo.command() for servo_id, servo in self._servo_by_config_id.items()}
 
+    def position_references(self) -> list[tuple[bool, float]]:
+        """Per servo in configuration order: (torque enabled, profiled position reference in
+        the motor frame); the per-physics-step subset of commands()."""
+        with self._lock:
+            return [self._servo_by_config_id[joint.servo_id].position_reference()
+                    for joint in self.config.joints]
+
     def command(self, servo_id: int) -> ServoCommand:
         with self._lock:
             return self._servo(servo_id).command()

@@ -119,6 +119,10 @@ class EmulatedServo:
         self._motor_position = float(motor_ticks)
         self._motor_velocity = 0.0  # velocity units
         self._motor_effort = 0.0  # address-126 units
+        # set_present only stores the motor's values (the simulator calls it every physics
+        # step, ~5x as often as a driver reads); the present registers are encoded from them
+        # when something looks at the table (_sync_present).
+        self._present_stale = False
         self._turn_offset = 0  # subtracts whole turns the encoder forgot (power-on, CLEAR)
         self._profile = TrapezoidProfile()
         self._pending_write: tuple[int, bytes] | None = None
@@ -132,6 +136,8 @@ class EmulatedServo:
 
     # ----------------------------------------------------------------- register helpers
     def get(self, name: str) -> int:
+        if self._present_stale and name in self.table.present_items:
+            self._sync_present()
         start, end, signed, _, _ = self.table.layout[name]
         return int.from_bytes(self._memory[start:end], "little", signed=signed)
 
@@ -193,9 +199,15 @@ class EmulatedServo:
             self._refresh_present()
             self._hold_present()
             return
-        self._refresh_present()
+        self._present_stale = True
+
+    def _sync_present(self) -> None:
+        """Encode the present registers from the latest set_present, if not done yet."""
+        if self._present_stale:
+            self._refresh_present()
 
     def _refresh_present(self) -> None:
+        self._present_stale = False
         sign = self._sign()
         self._set("present_position", round(self._to_register(self._motor_position)))
         self._set("present_velocity", round(sign * self._motor_velocity))
@@ -253,6 +265,7 @@ class EmulatedServo:
     def read(self, address: int, length: int, now: float) -> tuple[StatusError, bytes]:
         if length == 0 or address + length > TABLE_SIZE:
             return StatusError.ACCESS, b""
+        self._sync_present()
         self._set("realtime_tick", int(now * 1000.0) % 32768)
         # Gaps between items read as 0, as a block read over the whole table does.
         data = bytes(self._memory[self._resolve(a)] for a in range(address, address + length))
@@ -289,6 +302,7 @@ class EmulatedServo:
         """Check a write item by item on a copy of the table; the copy is applied only if all pass."""
         if not data or address + len(data) > TABLE_SIZE:
             return StatusError.ACCESS, self._memory, {}
+        self._sync_present()  # the staged copy carries them
         covered: dict[str, dict[int, int]] = {}
         for offset, byte in enumerate(data):
             target = self._resolve(address + offset)
@@ -445,6 +459,12 @@ class EmulatedServo:
             profile.step(dt, vmax, amax)
         self._set("position_trajectory", round(profile.position))
         self._set("velocity_trajectory", round(profile.velocity / _TICKS_PER_S_PER_VELOCITY_UNIT))
+
+    def position_reference(self) -> tuple[bool, float]:
+        """(torque enabled, profiled position reference in the motor frame): what the
+        simulator's position-controlled joints need each physics step, without the rest of
+        command()."""
+        return self.torque_enabled, self._to_motor(self._profile.position)
 
     def command(self) -> ServoCommand:
         sign = self._sign()

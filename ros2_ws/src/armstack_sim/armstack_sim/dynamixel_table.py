@@ -152,6 +152,9 @@ class ControlTable:
                 if self.item_at[address] is not None:
                     raise ValueError(f"{model.name}: {item.name} overlaps {self.item_at[address].name}")
                 self.item_at[address] = item
+        # What EmulatedServo.set_present writes: read through get() only after it is encoded.
+        self.present_items = frozenset(("present_position", "present_velocity",
+                                        self.effort_item.name, "moving"))
         self.indirect_data_slot = {}  # Indirect Data address -> its Indirect Address item address
         for first_address, first_data, count in INDIRECT_BANKS:
             for k in range(count):

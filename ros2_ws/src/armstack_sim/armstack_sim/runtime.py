@@ -107,13 +107,13 @@ class SimRuntime:
     def _servo_setpoints(self) -> np.ndarray:
         """(7,) joint setpoints from the servos' profiled references; a servo with its
         torque off holds where it was (the simulated arm has no brake-free sag)."""
-        commands = self.bus.commands()
+        references = self.bus.position_references()
         q = self.world.joint_positions()
         setpoints = np.empty(len(self.servo_config.joints))
-        for k, joint in enumerate(self.servo_config.joints):
-            cmd = commands[joint.servo_id]
-            if cmd.torque_enabled:
-                setpoints[k] = joint.to_joint(cmd.position_ticks)
+        for k, (joint, (torque_enabled, ticks)) in enumerate(zip(self.servo_config.joints,
+                                                                  references)):
+            if torque_enabled:
+                setpoints[k] = joint.to_joint(ticks)
                 self._held[k] = q[k]
             else:
                 setpoints[k] = self._held[k]

@@ -75,6 +75,24 @@ def test_read_returns_present_position_and_gaps_read_zero(bus):
     assert bus.error(bus.read(1, 660, 4)) == StatusError.ACCESS  # past the table
 
 
+def test_present_values_are_seen_however_the_table_is_looked_at(bus):
+    """set_present only stores the motor's values; every way into the table encodes them."""
+    servo = bus.servos[1]
+    servo.set_present(1200, -10, 5)
+    (status,) = bus.read(2, 126, 10)  # Present Current, Velocity, Position in one read
+    assert (int.from_bytes(status.params[1:3], "little", signed=True),
+            int.from_bytes(status.params[3:7], "little", signed=True),
+            int.from_bytes(status.params[7:11], "little", signed=True)) == (5, -10, 1200)
+    servo.set_present(1300, 0, 0)
+    assert servo.get("present_position") == 1300
+    servo.set_present(1400, 0, 0)
+    bus.write(2, 64, b"\x01")  # torque on latches Goal Position to the latest present
+    assert servo.get("goal_position") == 1400
+    servo.set_present(1450, 0, 0)
+    (status,) = bus.send(BROADCAST_ID, Instruction.SYNC_READ, _addr(132) + _addr(4) + bytes((2,)))
+    assert int.from_bytes(status.params[1:], "little") == 1450
+
+
 def test_write_errors_follow_the_manual(bus):
     assert bus.error(bus.write(1, 132, _u32(5))) == StatusError.ACCESS  # read-only
     assert bus.error(bus.write(1, 66, b"\x01")) == StatusError.ACCESS  # undefined
