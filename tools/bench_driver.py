@@ -2,14 +2,16 @@
 """Driver cycle figures over the emulated servo bus.
 
 Runs the driver's own bus loop (armstack_driver.loop.DriverLoop: sync read + safety + sync write,
-the code the node runs, without ROS) against the Dynamixel bus emulator of armstack_sim, which is
-started in a child process (so the two do not share a GIL, as with the simulator node) with wire
-timing on: replies are never faster than the physical bus at the configured baud rate.
+the code the node runs, without ROS) against the simulator's hardware loop (MuJoCo physics with
+the Dynamixel bus emulator in the loop, armstack_sim.runtime.SimRuntime), which is started in a
+child process (so the two do not share a GIL, as with the simulator node) with wire timing on:
+replies are never faster than the physical bus at the configured baud rate.
 The arm follows a 0.5 Hz sine command streamed at 50 Hz with header stamps, so command latency is
 measured too.
 
 Reports median / p99 of the sync read, the sync write and the whole cycle, period jitter, missed
-cycles at the target rate, and the machine (nproc, CPU model, load).
+cycles at the target rate, the simulator's physics step time (its budget: 2 ms, one step) and
+real-time ratio, and the machine (nproc, CPU model, load).
 
     source .venv/armstack_env.sh
     python tools/bench_driver.py                     # 60 s at 200 Hz
@@ -33,38 +35,38 @@ import numpy as np
 
 from armstack_common.machine import cpu_model
 from armstack_common.servo_config import ServoBusConfig, load_default_servo_config
+from armstack_common.stats import RollingStats
+
+STEP_STATS_WINDOW = 100_000  # physics steps kept for the figures (200 s at 500 Hz)
 
 
 def serve(wire_timing: bool) -> None:
-    """Child process: the emulator plus joints that follow the servos (until stdin closes)."""
+    """Child process: the simulator's hardware loop (armstack_sim.runtime.SimRuntime: MuJoCo
+    physics with the emulated servos in the loop, paced to the wall clock, as in the sim node)
+    until stdin closes; then one JSON line with its physics step figures."""
     from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
+    from armstack_sim.runtime import SimRuntime
+    from armstack_sim.world import SimConfig, SimWorld
 
     sys.setswitchinterval(0.0005)  # the serial thread must not wait for the physics thread
     config = load_default_servo_config()
+    world = SimWorld(SimConfig())
+    world.reset(0)
     bus = DynamixelBusEmulator(config, EmulatorOptions(wire_timing=wire_timing)).start()
-    ticks = np.array([j.offset_ticks for j in config.joints], dtype=np.float64)
-    bus.set_present_array(ticks, 0.0, 0.0)
-    stop = threading.Event()
-
-    def physics() -> None:
-        last = time.monotonic()
-        while not stop.wait(0.002):
-            now = time.monotonic()
-            bus.step(now - last)
-            last = now
-            commands = bus.commands()
-            for k, joint in enumerate(config.joints):
-                if commands[joint.servo_id].torque_enabled:
-                    ticks[k] = commands[joint.servo_id].position_ticks
-            bus.set_present_array(ticks, 0.0, 0.0)
-
-    thread = threading.Thread(target=physics, daemon=True)
+    runtime = SimRuntime(world, bus, config)
+    runtime.step_time_us = RollingStats(STEP_STATS_WINDOW)
+    thread = threading.Thread(target=runtime.run_realtime, daemon=True)
     thread.start()
     print(bus.port_path, flush=True)
+    start, steps_before = time.monotonic(), runtime.steps
     sys.stdin.read()  # the parent closes stdin when done
-    stop.set()
+    ratio = runtime.real_time_ratio(time.monotonic() - start, steps_before)
+    runtime.stop()
     thread.join()
     bus.stop()
+    print(json.dumps({"physics_step_us": {k: round(v, 1) for k, v in
+                                          runtime.step_time_us.summary().items()},
+                      "physics_real_time_ratio": round(ratio, 3)}), flush=True)
 
 
 def machine() -> dict[str, object]:
@@ -146,7 +148,10 @@ def main() -> int:
                    **run(config, port, args.rate, args.duration)}
     finally:
         emulator.stdin.close()
+        simulator = emulator.stdout.read().strip()
         emulator.wait(10)
+    if simulator:
+        figures.update(json.loads(simulator.splitlines()[-1]))
     figures["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(figures, indent=2))
     if args.json:
