@@ -1,24 +1,29 @@
-"""A MultiThreadedExecutor that submits a ready callback to its thread pool once.
+"""Executors for armstack's node processes.
 
-rclpy 7.1 (Jazzy) wraps every ready callback in a Task and, on each spin, yields again every
-Task that is not executing yet. In a MultiThreadedExecutor a Task that waits in the thread
-pool's queue is not executing yet, so the next spin_once returns it at once instead of
+`node_executor` is the single-threaded executor a node process spins in
+(armstack_common.shutdown.spin). By default it is rclpy's EventsExecutor (rclpy.experimental,
+in Jazzy's 7.1), whose wait and dispatch run in C++, where the SingleThreadedExecutor rebuilds a
+wait set in Python on every spin: for a node with a 100 Hz subscription and a 50 Hz timer that
+halves the CPU the process spends (tools/bench_executor.py), and a 2-core machine runs eight such
+nodes plus the simulator. ARMSTACK_EXECUTOR=single restores the SingleThreadedExecutor, for a
+fault that might be the experimental executor's. Three limits of Jazzy's EventsExecutor shape
+its use here (each seen here):
+- spin() holds the GIL for as long as it runs, so no other thread of the process runs again;
+  spin_once with a timeout releases it, so spin with that (as shutdown.spin does);
+- it takes no guard conditions (RuntimeError at the first spin);
+- a subscription callback that asks for the message info fails in it ("SystemError: null
+  argument to internal routine"). No node's does; the evaluation runner's do (publication
+  times), so it keeps a SingleThreadedExecutor.
+
+`SubmitOnceExecutor` is a MultiThreadedExecutor that submits a ready callback to its thread
+pool once. rclpy 7.1 (Jazzy) wraps every ready callback in a Task and, on each spin, yields
+again every Task that is not executing yet. In a MultiThreadedExecutor a Task that waits in the
+thread pool's queue is not executing yet, so the next spin_once returns it at once instead of
 waiting, submits it again and scans a growing list of futures: the spinning thread runs hot,
 holds the GIL, and the pool's workers cannot start the very callbacks it queued. A recorder
 under load lost seconds of its sampling clock to this (rclpy issue #1452; fixed upstream in
-rclpy 10.0.4, not in Jazzy's 7.1).
-
-Here a Task already queued is not submitted again: the spinning thread waits (briefly) for a
-worker to start it, which hands the GIL to that worker.
-
-`node_executor` is the single-threaded executor every other node process spins in. By default
-it is rclpy's EventsExecutor (rclpy.experimental, in Jazzy's 7.1): its wait and dispatch run in
-C++, where the SingleThreadedExecutor rebuilds a wait set in Python on every spin. A 100 Hz
-publisher, its subscriber and a 50 Hz timer cost 21 % of a core in a SingleThreadedExecutor and
-10 % in an EventsExecutor (measured here); with eight Python nodes on a 2-core machine that is
-the difference between keeping real time and not (tools/bench_executor.py). The environment
-variable ARMSTACK_EXECUTOR=single restores rclpy's SingleThreadedExecutor, for a fault that
-might be the experimental executor's.
+rclpy 10.0.4, not in Jazzy's 7.1). Here a Task already queued is not submitted again: the
+spinning thread waits (briefly) for a worker to start it, which hands the GIL to that worker.
 """
 
 from __future__ import annotations

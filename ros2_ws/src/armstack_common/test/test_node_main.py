@@ -9,12 +9,15 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from armstack_common.executors import EXECUTOR_ENV, EXECUTOR_KINDS
 from armstack_common.node_main import EXIT_CANNOT_START
 from armstack_common.testing import unique_domain_id
 
 # argv[1] picks what goes wrong; everything the helper calls prints what it saw.
 NODE = textwrap.dedent("""
-    import sys
+    import sys, threading, time
     import rclpy
     from rclpy.node import Node
     from armstack_common.node_main import run_node
@@ -30,6 +33,13 @@ NODE = textwrap.dedent("""
                 raise KeyError("not a startup error")
             self.ticks = 0
             self.create_timer(0.01, self.tick)
+            self.worker_ticks = 0  # a thread beside the spin, as the driver's loop is
+            threading.Thread(target=self.work, daemon=True).start()
+
+        def work(self):
+            while True:
+                time.sleep(0.005)
+                self.worker_ticks += 1
 
         def tick(self):
             self.ticks += 1
@@ -48,13 +58,15 @@ NODE = textwrap.dedent("""
         print("release, context ok:", rclpy.ok(), flush=True)
 
     sys.exit(run_node("node_main_test", Probe, args=[sys.argv[0], *sys.argv[2:]], start=start, release=release,
-                      done=lambda node: case == "done" and node.ticks >= 20))
+                      done=lambda node: (case == "done" and node.ticks >= 20
+                                         or case == "worker" and node.worker_ticks >= 20)))
 """)
 
 
-def run(case: str, *ros_args: str, interrupt: bool = False) -> tuple[int, str]:
+def run(case: str, *ros_args: str, interrupt: bool = False,
+        executor: str = "events") -> tuple[int, str]:
     env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id(__name__)),
-               PYTHONPATH=os.pathsep.join(sys.path))
+               PYTHONPATH=os.pathsep.join(sys.path), **{EXECUTOR_ENV: executor})
     proc = subprocess.Popen([sys.executable, "-c", NODE, case, *ros_args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -69,8 +81,9 @@ def run(case: str, *ros_args: str, interrupt: bool = False) -> tuple[int, str]:
     return proc.returncode, "".join(lines) + out
 
 
-def test_a_signal_ends_the_spin_then_release_runs_with_the_context_up_before_destroy():
-    code, out = run("ok", interrupt=True)
+@pytest.mark.parametrize("executor", EXECUTOR_KINDS)
+def test_a_signal_ends_the_spin_then_release_runs_with_the_context_up_before_destroy(executor):
+    code, out = run("ok", interrupt=True, executor=executor)
     assert code == 0, out
     steps = [line for line in out.splitlines()
              if line.startswith(("start", "release", "destroyed"))]
@@ -80,6 +93,20 @@ def test_a_signal_ends_the_spin_then_release_runs_with_the_context_up_before_des
 def test_done_ends_the_spin_without_a_signal():
     code, out = run("done")
     assert code == 0 and "destroyed" in out, out
+
+
+@pytest.mark.parametrize("executor", EXECUTOR_KINDS)
+def test_the_nodes_other_threads_run_while_it_spins(executor):
+    """The EventsExecutor's spin() would hold the GIL for good; the spin must not."""
+    code, out = run("worker", executor=executor)
+    assert code == 0 and "destroyed" in out, out
+
+
+def test_an_unknown_executor_is_named_and_the_node_does_not_start():
+    code, out = run("ok", executor="multi")
+    assert code == EXIT_CANNOT_START, out
+    assert "ARMSTACK_EXECUTOR='multi'" in out and "events, single" in out, out
+    assert "Traceback" not in out and "start" not in out, out
 
 
 def test_a_node_that_cannot_start_logs_one_line_and_exits_with_the_startup_code():

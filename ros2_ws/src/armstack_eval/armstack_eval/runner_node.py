@@ -79,6 +79,8 @@ class EpisodeRunnerNode(Node):
         sub(EpisodeStatus, "teleop/episode", self._on_teleop, latched)
         self._triggers = {name: self.create_client(Trigger, name) for name in SERVICES}
         self._start_pose_pub = self.create_publisher(JointState, "joint_command", _DEPTH)
+        # Not executors.node_executor: the callbacks take the message info (publication
+        # times, for the latencies), which Jazzy's EventsExecutor cannot pass.
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self)
         self._spinner = threading.Thread(target=self._spin, name="episode-runner-spin", daemon=True)
