@@ -97,9 +97,12 @@ RECORDER_PARAMS: tuple[ParamSpec, ...] = (
               range=(1, 300), read_only=True),
     ParamSpec("video_preset", "", "encoder preset; empty: the codec's fastest / default",
               read_only=True),
-    ParamSpec("niceness", 10, "scheduling niceness added to the recorder process at start: on a "
-              "busy machine the control nodes get the CPU first, and the recorder's own "
-              "shortfall shows in its reports (0: unchanged)", range=(0, 19), read_only=True),
+    ParamSpec("niceness", 10, "scheduling niceness added to the dataset writer thread (disk and "
+              "the video encoders it starts): on a busy machine the control nodes get the CPU "
+              "before it, and a backlog shows in the reports (writer:backlog). The receiving "
+              "and sampling threads keep their priority: commands are timed by their receipt "
+              "(action_clock receive), which a starved receiver would make late "
+              "(0: unchanged)", range=(0, 19), read_only=True),
     ParamSpec("save_timeout", 60.0, "longest a recorder/save call waits for the save", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("diagnostics_period", 1.0, "period of the diagnostics status", "s", (0.1, 60.0),

@@ -18,7 +18,6 @@ recording is discarded. A second Ctrl-C aborts.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -82,11 +81,8 @@ class RecorderNode(Node):
         self._params = NodeParameters(self, RECORDER_PARAMS, validate=recorder_config)
         cfg: RecorderConfig = self._params.config
         self._cfg = cfg
-        if cfg.niceness:
-            # the encoder and writer threads inherit it; control loops preempt the recorder
-            os.nice(cfg.niceness)
         writer = LeRobotDatasetWriter(cfg.writer)  # creates or resumes; raises on a mismatch
-        self._worker = WriterWorker(writer, cfg.writer_queue_frames)
+        self._worker = WriterWorker(writer, cfg.writer_queue_frames, cfg.niceness)
         try:
             self._wire(writer.num_episodes)
         except BaseException:

@@ -10,6 +10,7 @@ refuses and the session counts the sample as dropped ("writer:backlog") instead 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -23,10 +24,15 @@ logger = logging.getLogger(__name__)
 class WriterWorker:
     """Owns a LeRobotDatasetWriter; every method but close() returns at once."""
 
-    def __init__(self, writer: LeRobotDatasetWriter, max_pending_frames: int) -> None:
+    def __init__(self, writer: LeRobotDatasetWriter, max_pending_frames: int,
+                 niceness: int = 0) -> None:
+        """`niceness` is added to this worker's thread alone (Linux schedules threads): the
+        video encoder threads it starts inherit it, the caller's threads keep their priority."""
         if not isinstance(max_pending_frames, int) or max_pending_frames < 1:
             raise ValueError(f"WriterWorker.max_pending_frames must be an int >= 1, "
                              f"got {max_pending_frames!r}")
+        if not isinstance(niceness, int) or not 0 <= niceness <= 19:
+            raise ValueError(f"WriterWorker.niceness must be an int in [0, 19], got {niceness!r}")
         self._writer = writer
         self._max_pending = max_pending_frames
         self._queue: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -39,11 +45,21 @@ class WriterWorker:
         # not a daemon: an exiting process still finishes the saves it has queued
         self._thread = threading.Thread(target=self._run, name="dataset-writer")
         self._thread.start()
+        if niceness:
+            # Before anything is queued, so every encoder thread it starts inherits it.
+            tid = self._thread.native_id
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
 
     @property
     def num_episodes(self) -> int:
         """Episodes in the dataset (committed ones; read on this thread, a plain int)."""
         return self._writer.num_episodes
+
+    @property
+    def thread_id(self) -> int:
+        """The writer thread's kernel id (its scheduling priority: os.getpriority)."""
+        return self._thread.native_id
 
     @property
     def pending_frames(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -116,3 +117,17 @@ def test_frames_beyond_the_backlog_are_refused_not_waited_for():
     assert writer.added == accepted.count(True) and writer.closed and not writer.recording
     with pytest.raises(RuntimeError, match="closed"):
         worker.start("t")
+
+
+def test_niceness_lowers_the_writer_thread_alone():
+    writer = BlockingWriter()
+    writer.release.set()
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = WriterWorker(writer, max_pending_frames=5, niceness=3)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, worker.thread_id) == min(19, base + 3)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        worker.close()
+    with pytest.raises(ValueError, match="niceness"):
+        WriterWorker(writer, max_pending_frames=5, niceness=20)
