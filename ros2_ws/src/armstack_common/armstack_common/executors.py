@@ -36,7 +36,11 @@ from rclpy.context import Context
 from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException,
                              MultiThreadedExecutor, ShutdownException, SingleThreadedExecutor,
                              TimeoutException)
-from rclpy.experimental import EventsExecutor
+
+try:  # in Jazzy's rclpy from 7.1.x on (the wheels have it); an older install may not
+    from rclpy.experimental import EventsExecutor
+except ImportError:
+    EventsExecutor = None
 
 EXECUTOR_ENV = "ARMSTACK_EXECUTOR"
 EXECUTOR_KINDS = ("events", "single")
@@ -47,12 +51,17 @@ REQUEUE_WAIT_S = 0.005
 
 
 def executor_kind() -> str:
-    """The node executor ARMSTACK_EXECUTOR asks for (default events); ValueError names the
-    variable and the kinds when it asks for something else."""
-    kind = os.environ.get(EXECUTOR_ENV, "events") or "events"
+    """The node executor ARMSTACK_EXECUTOR asks for (default: events where this rclpy has it,
+    else single); ValueError names the variable when it asks for something else or for events
+    that this rclpy lacks."""
+    default = "events" if EventsExecutor is not None else "single"
+    kind = os.environ.get(EXECUTOR_ENV, default) or default
     if kind not in EXECUTOR_KINDS:
         raise ValueError(f"environment variable {EXECUTOR_ENV}={kind!r} is not an executor: "
                          f"one of {', '.join(EXECUTOR_KINDS)}")
+    if kind == "events" and EventsExecutor is None:
+        raise ValueError(f"environment variable {EXECUTOR_ENV}=events, but this rclpy has no "
+                         "rclpy.experimental.EventsExecutor: use single")
     return kind
 
 
