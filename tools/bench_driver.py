@@ -35,7 +35,6 @@ import numpy as np
 
 from armstack_common.machine import cpu_model
 from armstack_common.servo_config import ServoBusConfig, load_default_servo_config
-from armstack_common.stats import RollingStats
 
 STEP_STATS_WINDOW = 100_000  # physics steps kept for the figures (200 s at 500 Hz)
 
@@ -45,7 +44,7 @@ def serve(wire_timing: bool) -> None:
     physics with the emulated servos in the loop, paced to the wall clock, as in the sim node)
     until stdin closes; then one JSON line with its physics step figures."""
     from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
-    from armstack_sim.runtime import SimRuntime
+    from armstack_sim.runtime import RuntimeConfig, SimRuntime
     from armstack_sim.world import SimConfig, SimWorld
 
     sys.setswitchinterval(0.0005)  # the serial thread must not wait for the physics thread
@@ -53,8 +52,7 @@ def serve(wire_timing: bool) -> None:
     world = SimWorld(SimConfig())
     world.reset(0)
     bus = DynamixelBusEmulator(config, EmulatorOptions(wire_timing=wire_timing)).start()
-    runtime = SimRuntime(world, bus, config)
-    runtime.step_time_us = RollingStats(STEP_STATS_WINDOW)
+    runtime = SimRuntime(world, bus, config, RuntimeConfig(step_stats_window=STEP_STATS_WINDOW))
     thread = threading.Thread(target=runtime.run_realtime, daemon=True)
     thread.start()
     print(bus.port_path, flush=True)

@@ -469,11 +469,12 @@ class EmulatedServo:
     def command(self) -> ServoCommand:
         sign = self._sign()
         current = self.has("goal_current")
+        torque_enabled, position_ticks = self.position_reference()
         return ServoCommand(
             servo_id=self.servo_id,
-            torque_enabled=self.torque_enabled,
+            torque_enabled=torque_enabled,
             operating_mode=self.operating_mode,
-            position_ticks=self._to_motor(self._profile.position),
+            position_ticks=position_ticks,
             velocity_units=sign * self._profile.velocity / _TICKS_PER_S_PER_VELOCITY_UNIT,
             goal_position_ticks=round(self._to_motor(self.get("goal_position"))),
             goal_current_units=sign * self.get("goal_current") if current else None,

@@ -43,11 +43,16 @@ class RuntimeConfig:
 
     real_time_factor: float = 1.0  # simulated seconds per wall second
     max_catch_up_steps: int = 50  # physics steps per iteration after a stall, at most
+    step_stats_window: int = 2000  # physics steps in step_time_us (4 s at 500 Hz)
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.real_time_factor <= 20.0:
             raise ValueError(
                 f"RuntimeConfig.real_time_factor must be in [0.05, 20], got {self.real_time_factor}"
+            )
+        if self.step_stats_window < 1:
+            raise ValueError(
+                f"RuntimeConfig.step_stats_window must be >= 1, got {self.step_stats_window}"
             )
         if self.max_catch_up_steps < 1:
             raise ValueError(
@@ -80,7 +85,7 @@ class SimRuntime:
         self._effort_scale = np.array(
             [_TORQUE_PER_AMP] * (len(world.joint_names) - 1) + [_TORQUE_PER_AMP / _GRIPPER_CRANK]
         )
-        self.step_time_us = RollingStats(2000)
+        self.step_time_us = RollingStats(self.config.step_stats_window)
         self.steps = 0
         self._stop = threading.Event()
         self.publish_present()
