@@ -8,7 +8,7 @@ import pytest
 from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import urdf_path
 from armstack_eval.trace import EpisodeTrace, Grasp, GraspRules, find_grasps, grasp_bias
-from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe
+from armstack_sim.expert import ExpertConfig, run_episode
 from armstack_sim.world import SimWorld
 
 NAMES = ("red_cube", "blue_cube")
@@ -122,22 +122,15 @@ def test_the_experts_deliberate_miss_then_its_grasp_in_real_physics() -> None:
     close ~2.5 cm off that lifts nothing, then one within a few mm that lifts blue."""
     world = SimWorld()
     try:
-        world.reset(4)
-        kinematics = ArmKinematics(urdf_path())
-        config = ExpertConfig(grasp_yaw="azimuth", miss_rate=1.0, close_time=0.5)
-        expert = PickPlaceExpert(config, world.bin_center, world.config.bin_inner_size,
-                                 ["blue_cube"], rng=np.random.default_rng(0))
         trace = EpisodeTrace(world.object_names)
-        substeps = round(DT / world.timestep)
-        while world.time < 20.0 and not expert.delivered:
-            action = expert.act(observe(world, kinematics))
-            solution = kinematics.ik(action.ee_pose, world.joint_positions()[:-1])
-            assert solution.success
-            world.set_joint_targets(np.append(solution.q, action.gripper))
-            trace.add_world(world.time, world, action.gripper)
-            world.step(substeps)
+        config = ExpertConfig(grasp_yaw="azimuth", miss_rate=1.0, close_time=0.5)
+        result = run_episode(world, ArmKinematics(urdf_path()), 4, config, control_period=DT,
+                             time_limit=20.0, objects=["blue_cube"],
+                             on_command=lambda w, action: trace.add_world(w.time, w,
+                                                                          action.gripper))
     finally:
         world.close()
+    assert result.success and not result.in_bin["red_cube"] and result.ik_failures == 0
     grasps = find_grasps(trace)
     assert [g.nearest for g in grasps] == ["blue_cube", "blue_cube"]
     assert grasps[0].offset == pytest.approx(0.025, abs=0.006) and grasps[0].lifted is None

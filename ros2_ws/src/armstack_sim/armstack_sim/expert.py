@@ -20,7 +20,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -414,7 +414,7 @@ class PickPlaceExpert:
 class EpisodeResult:
     seed: int
     success: bool  # every target rests inside the bin
-    in_bin: dict[str, bool]
+    in_bin: dict[str, bool]  # every object of the world
     sim_time: float  # s
     wall_time: float  # s
     ik_failures: int  # control ticks whose IK did not converge (previous command held)
@@ -442,19 +442,24 @@ def run_episode(
     control_period: float = 0.02,
     time_limit: float = 60.0,
     settle_time: float = 0.5,
+    objects: Sequence[str] | None = None,
+    on_command: Callable[[SimWorld, ExpertAction], None] | None = None,
 ) -> EpisodeResult:
-    """Reset `world` with `seed` and let the expert put every cube into the bin.
+    """Reset `world` with `seed` and let the expert put every cube (or those of `objects`)
+    into the bin.
 
     At each control tick (`control_period`, 50 Hz as the graph runs) the expert's ee
     target goes through IK seeded from the measured joints, and the result becomes the
     joint setpoints; physics runs in between. `seed` also draws the expert's deliberate misses.
+    `on_command(world, action)` sees each tick after its setpoints are set, before physics
+    (an episode trace records there).
     """
     t_wall = time.perf_counter()
     world.reset(seed)
-    expert = PickPlaceExpert(
-        config or ExpertConfig(), world.bin_center, world.config.bin_inner_size, world.object_names,
-        rng=np.random.default_rng(seed),
-    )
+    targets = list(objects) if objects is not None else world.object_names
+    expert = PickPlaceExpert(config or ExpertConfig(), world.bin_center,
+                             world.config.bin_inner_size, targets,
+                             rng=np.random.default_rng(seed))
     substeps = max(1, round(control_period / world.timestep))
     command = world.joint_targets()  # (7,)
     ik_failures = 0
@@ -470,13 +475,15 @@ def run_episode(
             ik_failures += 1
             command = np.append(command[:-1], action.gripper)
         world.set_joint_targets(command)
+        if on_command is not None:
+            on_command(world, action)
         world.step(substeps)
     # Let the last drop come to rest before judging.
     world.step(max(1, round(settle_time / world.timestep)))
     in_bin = {name: world.object_in_bin(name) for name in world.object_names}
     return EpisodeResult(
         seed=seed,
-        success=all(in_bin.values()),
+        success=all(in_bin[name] for name in targets),
         in_bin=in_bin,
         sim_time=world.time,
         wall_time=time.perf_counter() - t_wall,
