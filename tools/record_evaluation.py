@@ -50,6 +50,7 @@ def evaluation_row(report_dir: Path) -> dict:
         "jerk_rms_rad_s3_median": summary["jerk_rms_rad_s3"]["median"],
         "policy_control_jitter_ms": {k: diag.get(f"policy_control_jitter_ms_{k}")
                                      for k in ("median", "p99", "max")},
+        "policy_missed_periods_per_min": (summary.get("policy_missed_periods") or {}).get("per_minute"),
         "date": meta.get("date"),
     }
 

@@ -27,6 +27,8 @@ ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wris
 GRIPPER_JOINT = "left_finger"
 # joint_states arrive at the driver's rate (200 Hz); traces keep one sample per this many s.
 STATE_TRACE_PERIOD = 0.02
+# The policy node's running count of control periods its timer missed (diagnostics).
+MISSED_PERIODS = ("policy: policy", "missed_periods")
 
 
 @dataclass
@@ -49,6 +51,9 @@ class EpisodeResult:
     command_jitter_ms: list[float]  # |interval - period| of the controller's command stream
     diagnostics: dict[str, dict[str, str]]  # status name -> values, last seen in the episode
     faults: list[str]  # ERROR diagnostics of the episode: per status, its first message and count
+    # Control periods the policy node missed between its first and last report of the episode
+    # {"count", "span_s"}; None without two reports.
+    policy_missed_periods: dict[str, float] | None = None
 
     def to_json(self, with_samples: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -98,6 +103,9 @@ class _Streams:
     target_t: list[float] = field(default_factory=list)
     target: list[list[float]] = field(default_factory=list)
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
+    # status -> (stamp s, values) of its first and its last report in the episode
+    diagnostics_first: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
+    diagnostics_last: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
     faults: dict[str, tuple[str, int]] = field(default_factory=dict)  # status -> (first message, count)
 
 
@@ -154,11 +162,14 @@ class EpisodeLog:
             if self._s is not None:
                 self._s.driver.append((published, latency))
 
-    def diagnostic(self, name: str, level_error: bool, message: str, values: dict[str, str]) -> None:
+    def diagnostic(self, name: str, stamp: float, level_error: bool, message: str,
+                   values: dict[str, str]) -> None:
         with self._lock:
             if self._s is None:
                 return
             self._s.diagnostics[name] = values
+            self._s.diagnostics_first.setdefault(name, (stamp, values))
+            self._s.diagnostics_last[name] = (stamp, values)
             if level_error:
                 first, count = self._s.faults.get(name, (message, 0))
                 self._s.faults[name] = (first, count + 1)
@@ -166,6 +177,21 @@ class EpisodeLog:
 
 def _array(rows: list, width: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+
+
+def counter_increase(streams: _Streams, status: str, key: str) -> dict[str, float] | None:
+    """How much a running count that `status` reports under `key` grew between its first and
+    last report of the episode, and over how long: {"count", "span_s"}; None without two
+    reports that carry it as a number."""
+    first, last = streams.diagnostics_first.get(status), streams.diagnostics_last.get(status)
+    if first is None or last is None or last[0] <= first[0]:
+        return None
+    try:
+        count = float(last[1][key]) - float(first[1][key])
+    except (KeyError, ValueError):
+        return None
+    # A node that restarted mid-episode counts from 0 again: its later count is all new.
+    return {"count": count if count >= 0 else float(last[1][key]), "span_s": last[0] - first[0]}
 
 
 def summarize(streams: _Streams, started: float, controller_input: str = OBJECTS) -> tuple[dict[str, Any], Traces]:
@@ -183,6 +209,7 @@ def summarize(streams: _Streams, started: float, controller_input: str = OBJECTS
         "latency_ms": streams.arrivals.latencies_ms(streams.driver, controller_input),
         "command_jitter_ms": interval_jitter_ms(np.sort(np.asarray(streams.command_t))),
         "diagnostics": dict(streams.diagnostics),
+        "policy_missed_periods": counter_increase(streams, *MISSED_PERIODS),
         "faults": [f"{name}: {message}" + (f" ({count} reports)" if count > 1 else "")
                    for name, (message, count) in streams.faults.items()],
     }

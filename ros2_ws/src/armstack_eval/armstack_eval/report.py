@@ -73,6 +73,16 @@ def _diagnostic_summary(episodes: Sequence[EpisodeResult]) -> dict[str, float | 
     return result
 
 
+def _missed_periods(episodes: Sequence[EpisodeResult]) -> dict[str, float | None]:
+    """The policy node's missed control periods summed over the episodes, and per minute of
+    the time its reports span."""
+    counted = [ep.policy_missed_periods for ep in episodes if ep.policy_missed_periods]
+    count = sum(c["count"] for c in counted)
+    minutes = sum(c["span_s"] for c in counted) / 60.0
+    return {"count": count if counted else None, "minutes": minutes if counted else None,
+            "per_minute": count / minutes if minutes > 0 else None}
+
+
 def aggregate(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Success rate, time to completion, jerk, per-stage latency and jitter over all episodes."""
     n = len(episodes)
@@ -92,6 +102,7 @@ def aggregate(episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
         "latency_ms": latency,
         "command_jitter_ms": describe(s for ep in episodes for s in ep.command_jitter_ms),
         "diagnostics": _diagnostic_summary(episodes),
+        "policy_missed_periods": _missed_periods(episodes),
         "faults": faults,
     }
 
@@ -123,6 +134,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"policy control-loop jitter (ms): median {_fmt(diag['policy_control_jitter_ms_median'], 2)}, "
                      f"p99 {_fmt(diag['policy_control_jitter_ms_p99'], 2)}; inference median "
                      f"{_fmt(diag['policy_inference_ms_median'])} ms, p99 {_fmt(diag['policy_inference_ms_p99'])} ms")
+    missed = summary["policy_missed_periods"]
+    if missed["per_minute"] is not None:
+        lines.append(f"policy missed control periods: {_fmt(missed['per_minute'])} per minute "
+                     f"({missed['count']:.0f} in {_fmt(missed['minutes'])} min)")
     if diag["driver_loop_jitter_ms_median"] is not None:
         lines.append(f"driver loop jitter (ms): median {_fmt(diag['driver_loop_jitter_ms_median'], 2)}, "
                      f"p99 {_fmt(diag['driver_loop_jitter_ms_p99'], 2)}")

@@ -132,7 +132,8 @@ class EpisodeRunnerNode(Node):
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
             error = status.level == DiagnosticStatus.ERROR
-            self.log.diagnostic(status.name, error, status.message, values)
+            self.log.diagnostic(status.name, _stamp_ns(msg.header) * 1e-9, error, status.message,
+                                values)
             if status.name.startswith("driver") and "mode" in values:
                 self._driver_mode = values["mode"]
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from armstack_eval.episode import EpisodeResult, Traces
+from armstack_eval.episode import EpisodeLog, EpisodeResult, Traces, summarize
 from armstack_eval.metrics import STAGES
 from armstack_eval.report import aggregate, summary_lines, write_report
 
@@ -64,6 +64,34 @@ def test_window_summaries_from_diagnostics_aggregate_conservatively(episodes):
     assert diag["policy_control_jitter_ms_p99"] == 9.0  # the worst episode's p99
     assert diag["policy_inference_ms_median"] is None  # only NaN reported
     assert diag["driver_loop_jitter_ms_median"] is None
+
+
+def test_missed_periods_are_the_policy_counts_growth_per_minute_of_its_reports():
+    log = EpisodeLog()
+    log.open(0.0, "joint_command")
+    log.diagnostic("policy: policy", 100.0, False, "", {"missed_periods": "40"})  # before: not counted
+    log.diagnostic("driver: loop", 100.5, False, "", {"missed_periods": "999"})  # not the policy's
+    log.diagnostic("policy: policy", 130.0, False, "", {"missed_periods": "52"})
+    measured, _ = summarize(log.close(), 0.0)
+    assert measured["policy_missed_periods"] == {"count": 12.0, "span_s": 30.0}
+    # a policy node that restarted mid-episode counts again from 0: its count is all new
+    log.open(0.0, "joint_command")
+    log.diagnostic("policy: policy", 0.0, False, "", {"missed_periods": "52"})
+    log.diagnostic("policy: policy", 30.0, False, "", {"missed_periods": "3"})
+    assert summarize(log.close(), 0.0)[0]["policy_missed_periods"] == {"count": 3.0, "span_s": 30.0}
+    log.open(0.0, "joint_command")  # one report: nothing to count
+    log.diagnostic("policy: policy", 0.0, False, "", {"missed_periods": "52"})
+    assert summarize(log.close(), 0.0)[0]["policy_missed_periods"] is None
+
+    episodes = [_episode(0, True, 10.0, [40.0]), _episode(1, True, 12.0, [41.0]),
+                _episode(2, True, 11.0, [42.0])]
+    episodes[0].policy_missed_periods = {"count": 12.0, "span_s": 30.0}
+    episodes[1].policy_missed_periods = {"count": 3.0, "span_s": 60.0}
+    missed = aggregate(episodes)["policy_missed_periods"]
+    assert missed == {"count": 15.0, "minutes": 1.5, "per_minute": pytest.approx(10.0)}
+    assert "policy missed control periods: 10.0 per minute (15 in 1.5 min)" in \
+        "\n".join(summary_lines(aggregate(episodes)))
+    assert aggregate(episodes[2:])["policy_missed_periods"]["per_minute"] is None
 
 
 def test_jerk_and_faults(episodes):

@@ -192,7 +192,8 @@ def test_record_evaluation_from_graph_reports(act_export, tmp_path):
                    "jerk_rms_rad_s3": {"median": 900.0},
                    "diagnostics": {"policy_control_jitter_ms_median": 0.5,
                                    "policy_control_jitter_ms_p99": 6.0,
-                                   "policy_control_jitter_ms_max": 9.0}}
+                                   "policy_control_jitter_ms_max": 9.0},
+                   "policy_missed_periods": {"count": 12.0, "minutes": 2.0, "per_minute": 6.0}}
         meta = {"chunk_mode": mode, "first_seed": 1000, "timeout_s": 40.0, "date": "2026-11-26"}
         (report / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}))
         reports.append(str(report))
@@ -205,6 +206,7 @@ def test_record_evaluation_from_graph_reports(act_export, tmp_path):
     assert [(r["chunk_mode"], r["successes"], r["episodes"]) for r in rows] == \
         [("receding_horizon", 3, 4), ("temporal_ensemble", 1, 4)]
     assert rows[0]["policy_control_jitter_ms"] == {"median": 0.5, "p99": 6.0, "max": 9.0}
+    assert rows[0]["policy_missed_periods_per_min"] == 6.0
     md = (model_dir / "MODEL_CARD.md").read_text()
     assert "Not evaluated yet" not in md and "temporal_ensemble" in md
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
