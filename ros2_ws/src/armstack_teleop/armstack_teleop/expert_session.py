@@ -189,7 +189,9 @@ class ExpertSession:
         if success or self.config.keep_failures:
             note = "expert done: all objects in the bin" if success else f"expert done, kept despite {missed}"
             return ExpertStep(action=action, event=Event.SAVE, note=note)
-        note = f"expert done but {missed} not in the bin: discarded"
+        where = ", ".join(f"{name} at ({', '.join(f'{v:.3f}' for v in obs.objects[name].position)})"
+                          for name in missed)
+        note = f"expert done but {missed} not in the bin ({where} m): discarded"
         return ExpertStep(action=action, event=Event.DISCARD, note=note)
 
     @staticmethod
