@@ -6,6 +6,12 @@ every cube into the bin; it succeeds when all cubes rest inside the bin. Prints 
 line per episode and the success rate.
 
     python tools/run_expert.py --episodes 100 --seed 0
+
+With --servo-profiles the joint targets go through the servos' velocity profiles
+(config/robot/dynamixel.yaml) as they do on the graph's servo bus; the gripper then takes about
+a second to close, so pass the graph's expert timing too (config/teleop.yaml):
+
+    python tools/run_expert.py --servo-profiles --close-time 1.2 --open-time 1.0 --grasp-yaw azimuth --pick-order listed --miss-rate 0.3
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ for _pkg in ("armstack_common", "armstack_sim"):
 
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
-from armstack_sim.expert import GRASP_YAWS, ExpertConfig, run_episode  # noqa: E402
+from armstack_common.servo_config import load_default_servo_config  # noqa: E402
+from armstack_sim.expert import GRASP_YAWS, PICK_ORDERS, ExpertConfig, run_episode  # noqa: E402
+from armstack_sim.profiled_joints import ProfiledJoints  # noqa: E402
 from armstack_sim.world import CUBE_PALETTE, SimConfig, SimWorld  # noqa: E402
 
 
@@ -43,6 +51,15 @@ def main() -> int:
                         "(ExpertConfig.miss_rate)")
     parser.add_argument("--miss-offset", type=float, default=ExpertConfig.miss_offset,
                         help="m, how far beside the cube a deliberate miss aims")
+    parser.add_argument("--pick-order", choices=PICK_ORDERS, default=ExpertConfig.pick_order,
+                        help="which cube next (ExpertConfig.pick_order)")
+    parser.add_argument("--close-time", type=float, default=ExpertConfig.close_time,
+                        help="s the gripper is given to close (ExpertConfig.close_time)")
+    parser.add_argument("--open-time", type=float, default=ExpertConfig.open_time,
+                        help="s the gripper is given to open (ExpertConfig.open_time)")
+    parser.add_argument("--servo-profiles", action="store_true",
+                        help="move the joints through the servos' velocity profiles, as the "
+                        "graph's servo bus does")
     parser.add_argument("--time-limit", type=float, default=60.0, help="simulated s per episode")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the expert's retries")
     args = parser.parse_args()
@@ -54,14 +71,17 @@ def main() -> int:
     kinematics = ArmKinematics(urdf_path())
     try:
         expert_config = ExpertConfig(grasp_yaw=args.grasp_yaw, miss_rate=args.miss_rate,
-                                     miss_offset=args.miss_offset)
+                                     miss_offset=args.miss_offset, pick_order=args.pick_order,
+                                     close_time=args.close_time, open_time=args.open_time)
     except ValueError as err:
         parser.error(str(err))
+    servos = ProfiledJoints(load_default_servo_config()) if args.servo_profiles else None
     successes = 0
     t0 = time.perf_counter()
     for i in range(args.episodes):
         result = run_episode(
-            world, kinematics, args.seed + i, expert_config, time_limit=args.time_limit
+            world, kinematics, args.seed + i, expert_config, time_limit=args.time_limit,
+            servos=servos,
         )
         successes += result.success
         missed = [name for name, inside in result.in_bin.items() if not inside]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from armstack_common.kinematics import ArmKinematics
 
+from armstack_sim.profiled_joints import ProfiledJoints
 from armstack_sim.world import ObjectPose, SimWorld
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class ExpertConfig:
     settle_timeout: float = 1.0  # s, longest wait for that
     lift_check: float = 0.03  # m, a held cube must be this far above its resting height
     max_attempts: int = 3  # grasp attempts per cube
+    # m, horizontal, cube centre to the fingers' centre line when closed: beyond, the fingers
+    # hold an edge (a deliberate miss that caught the cube), which slips out on the way to the
+    # bin, so the expert opens again where it is and retries.
+    max_grasp_offset: float = 0.01
     home_position: tuple[float, float, float] = (0.14, 0.0, 0.25)  # final rest of the ee
     # Which cube next: "nearest" to the gripper, or "listed" (the order the targets are given
     # in). A policy learns "listed" far more easily: which cube is nearest flips between two
@@ -95,6 +100,7 @@ class ExpertConfig:
             "settle_tolerance",
             "settle_timeout",
             "lift_check",
+            "max_grasp_offset",
         )
         for name in positive:
             if not getattr(self, name) > 0.0:
@@ -274,6 +280,10 @@ class PickPlaceExpert:
         self.gave_up: list[str] = []
         self._pending = list(targets)
         self._carrying = False
+        # (3,) where the held cube's centre is in ee_link, measured once it is lifted: a grasp
+        # off the cube's centre (a deliberate miss that caught an edge, a cube pushed while
+        # the fingers closed slowly) carries it that far from the fingers' centre line.
+        self._held_offset = np.zeros(3)
         self._segment: _Segment | None = None
         self._gripper = config.gripper_open
         self._yaw = 0.0
@@ -308,8 +318,18 @@ class PickPlaceExpert:
         return True
 
     def _next_phase(self, obs: ExpertObservation) -> Phase:
+        if self.phase is Phase.CLOSE:
+            offset = self._grasp_offset(obs)
+            if offset <= self.config.max_grasp_offset:
+                return Phase.LIFT
+            logger.info("grasp of %s %.1f cm off its centre (attempt %d): opening to retry",
+                        self.target, 100.0 * offset, self.attempts[self.target])
+            return Phase.RELEASE  # opens in place; _carrying is False, so nothing is delivered
         if self.phase is Phase.LIFT:
             self._carrying = self._holding(obs)
+            cube = obs.objects[self.target].position
+            self._held_offset = (obs.ee_pose[:3, :3].T @ (cube - obs.ee_pose[:3, 3])
+                                 if self._carrying else np.zeros(3))
             if not self._carrying:
                 logger.info(
                     "grasp of %s failed (attempt %d)", self.target, self.attempts[self.target]
@@ -319,13 +339,16 @@ class PickPlaceExpert:
         return {
             Phase.APPROACH: Phase.DESCEND,
             Phase.DESCEND: Phase.CLOSE,
-            Phase.CLOSE: Phase.LIFT,
             Phase.TRANSFER: Phase.LOWER,
             Phase.LOWER: Phase.RELEASE,
             Phase.RELEASE: Phase.RETREAT,
             Phase.RETREAT: Phase.APPROACH,
             Phase.HOME: Phase.DONE,
         }[self.phase]
+
+    def _grasp_offset(self, obs: ExpertObservation) -> float:
+        """Horizontal distance (m) from the target cube's centre to the ee's axis."""
+        return float(np.linalg.norm(obs.objects[self.target].position[:2] - obs.ee_pose[:2, 3]))
 
     def _holding(self, obs: ExpertObservation) -> bool:
         cube = obs.objects[self.target]
@@ -405,7 +428,10 @@ class PickPlaceExpert:
             # Each cube gets its own spot on the bin floor, so none lands on another.
             height = cfg.lift_height if phase is Phase.TRANSFER else cfg.release_height
             drop = np.array([*self._slots[len(self.delivered) % len(self._slots)], height])
-            return top_down_pose(drop, _natural_yaw(drop)), self._gripper, None
+            pose = top_down_pose(drop, _natural_yaw(drop))
+            # The cube, not the fingers' centre, goes over its spot.
+            pose[:2, 3] -= (pose[:3, :3] @ self._held_offset)[:2]
+            return pose, self._gripper, None
         # LIFT and RETREAT: straight up to carrying height, orientation kept.
         goal = start.copy()
         goal[2, 3] = cfg.lift_height
@@ -452,6 +478,7 @@ def run_episode(
     settle_time: float = 0.5,
     objects: Sequence[str] | None = None,
     on_command: Callable[[SimWorld, ExpertAction], None] | None = None,
+    servos: ProfiledJoints | None = None,
 ) -> EpisodeResult:
     """Reset `world` with `seed` and let the expert put every cube (or those of `objects`)
     into the bin.
@@ -460,7 +487,8 @@ def run_episode(
     target goes through IK seeded from the measured joints, and the result becomes the
     joint setpoints; physics runs in between. `seed` also draws the expert's deliberate misses.
     `on_command(world, action)` sees each tick after its setpoints are set, before physics
-    (an episode trace records there).
+    (an episode trace records there). With `servos` the joint targets go through the servos'
+    velocity profiles, as on the graph's servo bus, instead of straight to the actuators.
     """
     t_wall = time.perf_counter()
     world.reset(seed)
@@ -470,6 +498,8 @@ def run_episode(
                              rng=np.random.default_rng(seed))
     substeps = max(1, round(control_period / world.timestep))
     command = world.joint_targets()  # (7,)
+    if servos is not None:
+        servos.reset(world.joint_positions())
     ik_failures = 0
     while world.time < time_limit:
         obs = observe(world, kinematics)
@@ -482,10 +512,16 @@ def run_episode(
         else:
             ik_failures += 1
             command = np.append(command[:-1], action.gripper)
-        world.set_joint_targets(command)
+        if servos is not None:
+            servos.set_goals(command)
+        else:
+            world.set_joint_targets(command)
         if on_command is not None:
             on_command(world, action)
-        world.step(substeps)
+        if servos is not None:
+            servos.drive(world, control_period)
+        else:
+            world.step(substeps)
     # Let the last drop come to rest before judging.
     world.step(max(1, round(settle_time / world.timestep)))
     in_bin = {name: world.object_in_bin(name) for name in world.object_names}
