@@ -99,6 +99,9 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "after its own misses)", range=(0.0, 1.0), read_only=True),
     ParamSpec("expert_miss_offset", 0.025, "how far beside the cube centre a deliberate miss aims, "
               "towards or away from the arm", "m", (0.0, 0.1), read_only=True),
+    ParamSpec("expert_max_grasp_offset", 0.01, "a cube centre farther than this from the closed "
+              "fingers' axis is an edge grasp: the expert opens and grasps again", "m", (0.001, 0.1),
+              read_only=True),
     ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses; -1 draws one (as the "
               "simulator's seed)", range=(-1, 2**31 - 1), read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
@@ -181,6 +184,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
             grasp_yaw=str(values["expert_grasp_yaw"]),
             miss_rate=float(values["expert_miss_rate"]),
             miss_offset=float(values["expert_miss_offset"]),
+            max_grasp_offset=float(values["expert_max_grasp_offset"]),
         ),
         seed=int(values["expert_seed"]),
         bin_center=_floats(values, "bin_center", 2),

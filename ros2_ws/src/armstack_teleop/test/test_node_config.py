@@ -76,11 +76,14 @@ def test_deliberate_miss_parameters_reach_the_expert() -> None:
     from armstack_sim.expert import ExpertConfig
 
     config = teleop_config(default_values() | {"source": "expert", "expert_miss_rate": 0.3,
-                                               "expert_miss_offset": 0.02, "expert_seed": 601})
-    assert (config.expert.expert.miss_rate, config.expert.expert.miss_offset) == (0.3, 0.02)
+                                               "expert_miss_offset": 0.02, "expert_seed": 601,
+                                               "expert_max_grasp_offset": 0.015})
+    expert = config.expert.expert
+    assert (expert.miss_rate, expert.miss_offset, expert.max_grasp_offset) == (0.3, 0.02, 0.015)
     assert config.expert.seed == 601
     # record.launch.yaml passes the simulator's seed, where -1 means "draw one".
     assert check_values(TELEOP_PARAMS, default_values() | {"expert_seed": -1}) == []
     # No misses unless asked, and the node's default offset is the expert's.
     default = teleop_config(default_values() | {"source": "expert"}).expert.expert
-    assert (default.miss_rate, default.miss_offset) == (0.0, ExpertConfig.miss_offset)
+    assert (default.miss_rate, default.miss_offset, default.max_grasp_offset) == \
+        (0.0, ExpertConfig.miss_offset, ExpertConfig.max_grasp_offset)
