@@ -9,7 +9,8 @@ the module the IK node wraps.
 
 Episode definition: every cube on the table is picked, top-down, and placed in the
 bin, nearest to the gripper first; the episode succeeds when all of them rest inside
-the bin. A failed grasp (the cube not lifted) is retried up to `max_attempts` times.
+the bin. A failed grasp (the cube not lifted, or closed on its edge: `max_grasp_offset`) is
+retried up to `max_attempts` times.
 With `miss_rate` > 0 the expert also misses on purpose now and then (see ExpertConfig), so a
 recording shows failed grasps and their retries.
 """
