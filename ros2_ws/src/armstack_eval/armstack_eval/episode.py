@@ -102,10 +102,9 @@ class _Streams:
     state_q: list[list[float]] = field(default_factory=list)
     target_t: list[float] = field(default_factory=list)
     target: list[list[float]] = field(default_factory=list)
-    diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
-    # status -> (stamp s, values) of its first and its last report in the episode
+    # status -> (stamp s, values) of its last and of its first report in the episode
+    diagnostics: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
     diagnostics_first: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
-    diagnostics_last: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
     faults: dict[str, tuple[str, int]] = field(default_factory=dict)  # status -> (first message, count)
 
 
@@ -167,9 +166,8 @@ class EpisodeLog:
         with self._lock:
             if self._s is None:
                 return
-            self._s.diagnostics[name] = values
+            self._s.diagnostics[name] = (stamp, values)
             self._s.diagnostics_first.setdefault(name, (stamp, values))
-            self._s.diagnostics_last[name] = (stamp, values)
             if level_error:
                 first, count = self._s.faults.get(name, (message, 0))
                 self._s.faults[name] = (first, count + 1)
@@ -183,7 +181,7 @@ def counter_increase(streams: _Streams, status: str, key: str) -> dict[str, floa
     """How much a running count that `status` reports under `key` grew between its first and
     last report of the episode, and over how long: {"count", "span_s"}; None without two
     reports that carry it as a number."""
-    first, last = streams.diagnostics_first.get(status), streams.diagnostics_last.get(status)
+    first, last = streams.diagnostics_first.get(status), streams.diagnostics.get(status)
     if first is None or last is None or last[0] <= first[0]:
         return None
     try:
@@ -208,7 +206,7 @@ def summarize(streams: _Streams, started: float, controller_input: str = OBJECTS
         "command_period_ms": None if period is None else period * 1e3,
         "latency_ms": streams.arrivals.latencies_ms(streams.driver, controller_input),
         "command_jitter_ms": interval_jitter_ms(np.sort(np.asarray(streams.command_t))),
-        "diagnostics": dict(streams.diagnostics),
+        "diagnostics": {name: values for name, (_, values) in streams.diagnostics.items()},
         "policy_missed_periods": counter_increase(streams, *MISSED_PERIODS),
         "faults": [f"{name}: {message}" + (f" ({count} reports)" if count > 1 else "")
                    for name, (message, count) in streams.faults.items()],
