@@ -66,5 +66,9 @@ def test_summary_has_the_fields(report):
     assert summary["latency_ms"]["total"]["count"] > 10
     assert summary["latency_ms"]["total"]["median"] > 0.0
     assert episode["jerk"]["count"] > 10
+    # The runner's second node (state streams, on the nodes' executor) heard the simulator's
+    # task status and the nodes' diagnostics.
+    assert "red_cube" in episode["in_bin"]
+    assert any(name.startswith("driver") for name in episode["diagnostics"]), episode["diagnostics"]
     assert document["meta"]["video_frames"] > 0
     assert "success rate: " in stdout and "camera -> bus write" in stdout

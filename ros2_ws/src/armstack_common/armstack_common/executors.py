@@ -12,8 +12,8 @@ its use here (each seen here):
   spin_once with a timeout releases it, so spin with that (as shutdown.spin does);
 - it takes no guard conditions (RuntimeError at the first spin);
 - a subscription callback that asks for the message info fails in it ("SystemError: null
-  argument to internal routine"). No node's does; the evaluation runner's do (publication
-  times), so it keeps a SingleThreadedExecutor.
+  argument to internal routine"). No node's does; the evaluation runner's latency callbacks do
+  (publication times), so those keep a SingleThreadedExecutor (armstack_eval.runner_node).
 
 `SubmitOnceExecutor` is a MultiThreadedExecutor that submits a ready callback to its thread
 pool once. rclpy 7.1 (Jazzy) wraps every ready callback in a Task and, on each spin, yields

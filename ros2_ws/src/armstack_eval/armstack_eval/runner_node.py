@@ -4,8 +4,15 @@ episode.py, metrics.py, video.py).
 Subscribes to the stamped stages of the pipeline (detections, objects, ee_command,
 joint_command, driver/latency), joint_states, diagnostics, sim/task_status, teleop/episode,
 policy/path and, while an episode is filmed, the camera image. Calls sim/reset, policy/*,
-teleop/* and driver/enable (std_srvs/Trigger). Spins in a thread of its own so the episode
+teleop/* and driver/enable (std_srvs/Trigger). Spins in threads of its own so the episode
 sequence can wait in the caller's thread.
+
+Two nodes, two executors. The callbacks that take the message info (publication times, for
+the latencies) need rclpy's SingleThreadedExecutor, which rebuilds its wait set in Python on
+every wake-up; Jazzy's EventsExecutor cannot pass the info (armstack_common.executors). The
+streams that need no info, above all joint_states at the driver's 200 Hz, go to a second node
+spun by the nodes' own executor (`node_executor`), whose wait and dispatch run in C++: on a
+2-core machine the runner otherwise takes CPU the graph under evaluation needs.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import Any
 import numpy as np
 from armstack_camera.msg_conv import image_to_numpy
 from armstack_camera.qos import RESULTS_QOS, image_qos
+from armstack_common.executors import node_executor
+from armstack_common.shutdown import spin as spin_until
 from armstack_interfaces.msg import EndEffectorCommand, EpisodeStatus, TaskStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Path as PathMsg
@@ -70,21 +79,29 @@ class EpisodeRunnerNode(Node):
         sub(EndEffectorCommand, "ee_command", self._on_ee_command, _DEPTH)
         sub(JointState, "joint_command", self._on_joint_command, _DEPTH)
         sub(Float64, "driver/latency", lambda m, i: log.driver_latency(_published(i), m.data), _DEPTH)
-        sub(JointState, "joint_states", self._on_joint_states, _STATE_DEPTH)
-        sub(DiagnosticArray, "diagnostics", self._on_diagnostics, _DEPTH)
-        sub(TaskStatus, "sim/task_status", self._on_task_status, _DEPTH)
-        sub(PathMsg, "policy/path", self._on_path, _DEPTH)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        sub(EpisodeStatus, "teleop/episode", self._on_teleop, latched)
+        sub(PathMsg, "policy/path", self._on_path, _DEPTH)  # beside the other video callbacks
         self._triggers = {name: self.create_client(Trigger, name) for name in SERVICES}
         self._start_pose_pub = self.create_publisher(JointState, "joint_command", _DEPTH)
-        # Not executors.node_executor: the callbacks take the message info (publication
-        # times, for the latencies), which Jazzy's EventsExecutor cannot pass.
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self)
         self._spinner = threading.Thread(target=self._spin, name="episode-runner-spin", daemon=True)
+
+        self._state_node = Node("episode_runner_state", context=context)
+        state_sub = self._state_node.create_subscription
+        state_sub(JointState, "joint_states", self._on_joint_states, _STATE_DEPTH)
+        state_sub(DiagnosticArray, "diagnostics", self._on_diagnostics, _DEPTH)
+        state_sub(TaskStatus, "sim/task_status", self._on_task_status, _DEPTH)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        state_sub(EpisodeStatus, "teleop/episode", self._on_teleop, latched)
+        self._state_stop = threading.Event()
+        self._state_executor = node_executor(context)
+        self._state_executor.add_node(self._state_node)
+        self._state_spinner = threading.Thread(
+            target=spin_until, args=(self._state_executor, self._state_stop),
+            name="episode-runner-state-spin", daemon=True)
         self._spinner.start()
+        self._state_spinner.start()
 
     def _spin(self) -> None:
         try:
@@ -93,8 +110,12 @@ class EpisodeRunnerNode(Node):
             pass
 
     def close(self) -> None:
+        self._state_stop.set()
+        self._state_spinner.join(timeout=5.0)
+        self._state_executor.shutdown(timeout_sec=2.0)
         self._executor.shutdown(timeout_sec=2.0)
         self._spinner.join(timeout=5.0)
+        self._state_node.destroy_node()
         self.destroy_node()
 
     # ------------------------------------------------------------------ callbacks
