@@ -31,8 +31,13 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("num_inference_steps", 0, "diffusion policies: DDIM steps; 0: the model card's",
               range=(0, 1000), read_only=True),
-    ParamSpec("seed", 0, "diffusion policies: seed of the initial noise, restored on reset",
-              range=(0, 2**31 - 1), read_only=True),
+    ParamSpec("seed", 0, "diffusion policies: seed of the initial noise; vla policies: seed of "
+              "temperature sampling; restored on reset", range=(0, 2**31 - 1), read_only=True),
+    ParamSpec("temperature", -1.0, "vla policies: decoding temperature, 0 greedy; -1: the model "
+              "card's default", range=(-1.0, 100.0), read_only=True),
+    ParamSpec("instruction", "", "vla policies: the instruction (e.g. \"put the red cube in the "
+              "bin\") until one arrives on policy/instruction; empty: hold until then",
+              read_only=True),
     ParamSpec("start_running", False, "publish commands from the start; false: wait for the "
               "policy/start service", read_only=True),
     ParamSpec("chunk_mode", "receding_horizon", "how chunks become one action per "
@@ -95,6 +100,7 @@ class PolicyNodeConfig:
     max_source_skew: float = 0.1  # s
     history_size: int = 64
     min_inference_period: float = 0.0  # s
+    instruction: str = ""  # vla: the first instruction; "" = none until policy/instruction
     image_topic: str = "camera/color/image_raw"
     image_qos: str = "sensor_data"
     base_frame: str = "base_link"
@@ -132,7 +138,8 @@ class PolicyNodeConfig:
         runner = RunnerConfig(
             provider=values["provider"], intra_op_threads=int(values["intra_op_threads"]),
             fp16=bool(values["fp16"]), engine_cache_dir=values["engine_cache_dir"],
-            num_inference_steps=int(values["num_inference_steps"]), seed=int(values["seed"]))
+            num_inference_steps=int(values["num_inference_steps"]), seed=int(values["seed"]),
+            temperature=None if float(values["temperature"]) < 0 else float(values["temperature"]))
         fields = {name: values[name] for name in cls.__dataclass_fields__ if name != "runner"}
         for name in ("ensemble_coeff", "max_time_gap", "max_observation_age", "max_source_skew",
                      "min_inference_period", "diagnostics_period", "jitter_warn_ms",

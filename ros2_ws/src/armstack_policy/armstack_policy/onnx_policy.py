@@ -23,6 +23,8 @@ definition training uses too) and unnormalizes with raw = x * scale + offset.
 
 Both runners implement one small interface: `reset()` (new episode) and
 `predict_chunk(observation) -> (k, D)` raw actions, action 0 for the observation's instant.
+`load_policy` also loads a VLA (policy.kind "vla": armstack_policy.vla_decode), whose runner
+has the same interface plus the instruction.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from armstack_policy.observation import object_hold_problem
 logger = logging.getLogger(__name__)
 
 CARD_FORMAT = "armstack-model-card/1"
+VLA_KIND = "vla"  # cards of this kind are read by armstack_policy.vla_decode
 CARD_FILE = "model_card.json"
 METADATA_CARD_KEY = "armstack_model_card"
 # The offline tools that make a policy model (named in errors when one is missing).
@@ -282,6 +285,12 @@ def _diffusion(raw: Mapping, source: str, action_dim: int) -> DiffusionSpec:
             raw, "diffusion.alphas_cumprod", source, schedule.num_train_timesteps))
 
 
+def is_vla_card(raw: Mapping) -> bool:
+    """True for the card of a VLA (load_policy picks the runner by this)."""
+    policy = raw.get("policy") if isinstance(raw, Mapping) else None
+    return isinstance(policy, Mapping) and policy.get("kind") == VLA_KIND
+
+
 def find_card(model_path: Path) -> dict:
     """The card beside `model_path`, else the one embedded in its ONNX metadata."""
     card_path = model_path.with_name(CARD_FILE)
@@ -311,7 +320,8 @@ class RunnerConfig:
     fp16: bool = False  # TensorRT engines only
     engine_cache_dir: str = ""  # TensorRT only; "" = no cache
     num_inference_steps: int = 0  # diffusion: DDIM steps; 0 = the card's
-    seed: int = 0  # diffusion: initial-noise generator seed, restored by reset()
+    seed: int = 0  # diffusion: initial-noise generator seed; vla: sampling seed; reset() restores
+    temperature: float | None = None  # vla: decoding temperature (0 greedy); None = the card's
 
     def __post_init__(self) -> None:
         if self.provider not in ORT_PROVIDER_NAMES:
@@ -321,6 +331,10 @@ class RunnerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"RunnerConfig.{name} must be an int >= 0, got {value!r}")
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
+                                                 and 0.0 <= self.temperature < float("inf")):
+            raise ValueError(f"RunnerConfig.temperature must be >= 0 or None, "
+                             f"got {self.temperature!r}")
 
 
 class OnnxPolicy(abc.ABC):
@@ -429,7 +443,8 @@ class DiffusionRunner(OnnxPolicy):
 
 
 def load_policy(model_path: Path | str, config: RunnerConfig) -> OnnxPolicy:
-    """The runner for the exported policy at `model_path` and its card.
+    """The runner for the exported policy at `model_path` and its card: ACT, Diffusion, or a
+    VLA (armstack_policy.vla_decode.VLARunner, with the same interface).
 
     FileNotFoundError names the missing file and the tools that make it; CardError/ValueError
     name the offending card field.
@@ -438,7 +453,13 @@ def load_policy(model_path: Path | str, config: RunnerConfig) -> OnnxPolicy:
     if not path.is_file():
         raise FileNotFoundError(f"policy model not found: {path} (made by: {MAKERS}; or set "
                                 f"model_path to an exported policy .onnx)")
-    card = PolicyCard.from_dict(find_card(path), source=str(path.with_name(CARD_FILE)))
+    raw = find_card(path)
+    if is_vla_card(raw):
+        # Imported here: vla_decode builds on this module.
+        from armstack_policy.vla_decode import VLADecodeConfig, load_vla_policy
+
+        return load_vla_policy(path, config, VLADecodeConfig(config.temperature, config.seed))
+    card = PolicyCard.from_dict(raw, source=str(path.with_name(CARD_FILE)))
     if config.fp16 and config.provider != "tensorrt":
         logger.info("fp16 applies to TensorRT engines only")
     session = open_session(path, config.provider, fp16=config.fp16,

@@ -1,10 +1,12 @@
-"""policy_node: runs an exported chunked policy (ACT or Diffusion, ONNX) on the arm.
+"""policy_node: runs an exported chunked policy (ACT, Diffusion or a VLA, ONNX) on the arm.
 
 Wiring only; the logic is in runtime.py (control ticks, inference worker, diagnostics),
-observation.py, onnx_policy.py, actions.py and chunk_buffer.py.
+observation.py, onnx_policy.py, vla_decode.py, actions.py and chunk_buffer.py.
 
     subscribes  joint_states (sensor_msgs/JointState), objects (vision_msgs/Detection3DArray,
-                if the policy takes objects), the image topic per camera (image policies)
+                if the policy takes objects), the image topic per camera (image policies),
+                policy/instruction (std_msgs/String, VLA policies: a new instruction drops the
+                chunks planned for the previous one; until the first, the arm holds)
     publishes   joint_command (sensor_msgs/JointState) or ee_command (EndEffectorCommand), as
                 the model card's action kind says, at the card's rate (50 Hz); each command's
                 header.stamp is the camera stamp of the observation its chunk came from;
@@ -36,6 +38,7 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection3DArray
 
@@ -82,6 +85,15 @@ class PolicyNode(Node):
             kinematics = ArmKinematics(cfg.urdf_path or paths.urdf_path(),
                                        IKConfig(start_table_size=0))
         self._path = ChunkPath(self._layout, kinematics)
+        # A VLA runner takes an instruction (armstack_policy.vla_decode.VLARunner).
+        self._instructed = hasattr(policy, "set_instruction")
+        if cfg.instruction and self._instructed:
+            try:
+                self._set_instruction(policy, cfg.instruction)
+            except ValueError as exc:
+                raise ValueError(f"parameter instruction {cfg.instruction!r}: {exc}") from exc
+        elif cfg.instruction:
+            self.get_logger().warning(f"instruction ignored: a {card.kind} policy takes none")
         self._assembler = ObservationAssembler(cfg.observation_config(card))
         self._runtime = PolicyRuntime(policy, self._assembler, ChunkBuffer(cfg.buffer_config(card)),
                                       running=cfg.start_running, limits=cfg.report_limits())
@@ -110,6 +122,9 @@ class PolicyNode(Node):
         for camera, topic in cfg.image_topics(card).items():
             self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg),
                                      image_qos(cfg.image_qos))
+        if self._instructed:
+            self.create_subscription(String, "policy/instruction", self._on_instruction,
+                                     _QOS_DEPTH)
         self.create_service(Trigger, "policy/start", self._on_start)
         self.create_service(Trigger, "policy/stop", self._on_stop)
         self.create_service(Trigger, "policy/reset", self._on_reset)
@@ -157,6 +172,26 @@ class PolicyNode(Node):
             return
         self._assembler.add_image(camera, stamp_to_sec(msg.header.stamp), image_to_numpy(msg))
 
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        policy = self._runtime.policy
+        if not text:
+            self.get_logger().warning("empty instruction ignored")
+            return
+        if text == policy.instruction:
+            return
+        try:
+            self._set_instruction(policy, text)
+        except ValueError as exc:
+            self.get_logger().error(f"instruction {text!r} refused: {exc}")
+            return
+        self._runtime.reset()  # the chunks were planned for the previous instruction
+
+    def _set_instruction(self, policy, text: str) -> None:  # noqa: ANN001 - a VLARunner
+        unknown = policy.set_instruction(text)
+        note = f"; words not in the training tasks (read as unknown): {unknown}" if unknown else ""
+        self.get_logger().info(f"instruction: {text!r}{note}")
+
     # ------------------------------------------------------------------ control loop
 
     def _on_control(self) -> None:
@@ -200,8 +235,8 @@ class PolicyNode(Node):
                 self._stopping.wait(rest)
 
     def _publish_result(self, result: Inference) -> None:
-        if not result.assembly.ready:
-            self.get_logger().warning(f"holding: {result.assembly.reason}",
+        if not result.assembly.ready or result.problem:
+            self.get_logger().warning(f"holding: {result.problem or result.assembly.reason}",
                                       throttle_duration_sec=2.0)
             return
         if result.chunk is None or not result.verdict.accepted:
@@ -260,6 +295,8 @@ class PolicyNode(Node):
         report.hardware_id = self._runtime.policy.providers[0]
         report.add("model", self._params.config.model_path)
         report.add("kind", f"{self._card.kind} ({self._card.action_kind})")
+        if self._instructed:
+            report.add("instruction", self._runtime.policy.instruction or "-")
         self._diag_pub.publish(to_msg([report], self.get_clock().now().to_msg()))
 
     def stop_worker(self) -> None:

@@ -6,7 +6,9 @@ Two threads share a `PolicyRuntime`:
   downstream keeps its last target;
 - the inference worker calls `work`: wait for an observation newer than the last one used,
   assemble it (refused when stale), predict a chunk, add it to the buffer under the
-  observation's stamp. It never holds anything the timer waits on except the ChunkBuffer's
+  observation's stamp. A policy that cannot predict yet (a VLA without an instruction) says so
+  by raising `PolicyNotReady`: the arm holds and the reason is reported, as for a refused
+  observation. It never holds anything the timer waits on except the ChunkBuffer's
   short lock.
 start/stop/reset come from service calls. A chunk predicted from before a reset or stop is
 dropped (an epoch counter), so an episode never starts with the previous one's plan.
@@ -40,6 +42,14 @@ class ReportLimits:
     jitter_warn_ms: float = 5.0  # control-period jitter p99: a quarter of the 20 ms period
     jitter_error_ms: float = 10.0  # half of it
     inference_warn_ms: float = 100.0  # inference p99: chunks come late, their horizon shrinks
+
+
+class PolicyNotReady(Exception):
+    """predict_chunk cannot run yet, for a reason the message gives (not a fault)."""
+
+
+# Key of PolicyRuntime.refusals for observations the policy was not ready for.
+NOT_READY = "policy_not_ready"
 
 
 class ChunkPolicy(Protocol):
@@ -96,6 +106,7 @@ class Inference:
     chunk: np.ndarray | None = None  # (k, D) raw actions
     verdict: ChunkVerdict | None = None
     seconds: float = 0.0  # predict_chunk wall time
+    problem: str = ""  # why the policy made no chunk from a ready observation (PolicyNotReady)
 
 
 class PolicyRuntime:
@@ -206,7 +217,12 @@ class PolicyRuntime:
             return Inference(assembly)
         self.observation_age_ms.add((now - assembly.stamp) * 1e3)
         t0 = time.perf_counter()
-        chunk = self.policy.predict_chunk(assembly.features)  # (k, D)
+        try:
+            chunk = self.policy.predict_chunk(assembly.features)  # (k, D)
+        except PolicyNotReady as exc:
+            self.refusals[NOT_READY] += 1
+            self.last_problem = str(exc)
+            return Inference(assembly, problem=str(exc))
         seconds = time.perf_counter() - t0
         self.inference_ms.add(seconds * 1e3)
         if not np.isfinite(chunk).all():
@@ -254,6 +270,7 @@ class PolicyRuntime:
         report.add("stale_observations", self.refusals[Status.STALE.value])
         report.add("hold_stale_observation", self.stale_holds)
         report.add("missing_observations", self.refusals[Status.MISSING.value])
+        report.add(NOT_READY, self.refusals[NOT_READY])
         report.add("errors", self.errors)
         report.add("last_problem", self.last_problem or "-")
         problems = sum(self.refusals.values()) + self.errors

@@ -43,10 +43,13 @@ from armstack_policy.onnx_policy import (
     CARD_FORMAT,
     IMAGE_PREFIX,
     STATE_KEY,
+    VLA_KIND,
     CardError,
     RunnerConfig,
     find_card,
+    is_vla_card,  # noqa: F401 - part of this module's interface too
 )
+from armstack_policy.runtime import PolicyNotReady
 from armstack_policy.vla_tokens import (
     PAD_ID,
     ActionBins,
@@ -57,13 +60,12 @@ from armstack_policy.vla_tokens import (
 
 logger = logging.getLogger(__name__)
 
-VLA_KIND = "vla"
 CACHE_LAYOUTS = ("stacked", "per_layer")
 STEP_FILE = "policy_step.onnx"
 
 
-class NoInstructionError(ValueError):
-    """predict_chunk was called before any instruction was set."""
+class NoInstructionError(PolicyNotReady, ValueError):
+    """predict_chunk was called before any instruction was set (the policy node holds)."""
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -226,8 +228,9 @@ class VLACard:
     stride: int
     kind: str = VLA_KIND
     n_obs_steps: int = 1
-    object_classes: tuple[str, ...] = ()
+    object_classes: tuple[str, ...] = ()  # the VLA sees the scene through its cameras only
     object_fields: tuple[str, ...] = ()
+    object_hold: float = 0.0
 
     @property
     def dt(self) -> float:
@@ -334,12 +337,6 @@ def _cache_spec(raw: Mapping, source: str) -> CacheSpec:
             spec.past_key, spec.past_value, spec.present_key, spec.present_value)):
         raise CardError(f"{source}: vla.cache names must contain {{i}} for layout per_layer")
     return spec
-
-
-def is_vla_card(raw: Mapping) -> bool:
-    """True for the card of a VLA (the policy node picks the runner by this)."""
-    policy = raw.get("policy") if isinstance(raw, Mapping) else None
-    return isinstance(policy, Mapping) and policy.get("kind") == VLA_KIND
 
 
 # ----------------------------------------------------------------------------- runner
@@ -456,8 +453,9 @@ class VLARunner:
     def decode(self, observation: Mapping[str, np.ndarray]) -> DecodeResult:
         """The action tokens for one observation {feature: (1, ...)} (history axis first)."""
         if self._tokens is None:
-            raise NoInstructionError("no instruction set: call set_instruction (the policy node "
-                                     "takes it from policy/instruction)")
+            raise NoInstructionError("no instruction yet: publish one on policy/instruction "
+                                     "(std_msgs/String) or set the policy node's instruction "
+                                     "parameter")
         pre, stp = self.card.prefill, self.card.step
         feeds = self._feeds(observation) | {pre.names["instruction"]: self._tokens}
         present = self._cache_names(False)

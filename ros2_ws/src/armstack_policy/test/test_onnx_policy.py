@@ -183,7 +183,7 @@ def _set(path: tuple, value):
 
 @pytest.mark.parametrize(("edit", "match"), [
     (_set(("format",), "armstack-model-card/0"), "format must be 'armstack-model-card/1'"),
-    (_set(("policy", "kind"), "vla"), "policy.kind must be one of"),
+    (_set(("policy", "kind"), "pi0"), "policy.kind must be one of"),
     (_drop(("control", "chunk_size")), "missing field control.chunk_size"),
     (_set(("control", "fps"), 0), "control.fps must be a number"),
     (_set(("action", "kind"), "torque"), "action.kind must be one of"),

@@ -150,10 +150,12 @@ def test_commands_at_50_hz_carry_their_chunks_camera_stamp(rig: Rig):
     assert newest == sorted(newest) and len(set(newest)) > 10  # fresh frames keep coming
     # The timer, not the frames, paces the stream: one 30 Hz frame's chunk serves several
     # commands, each the next 20 ms row. Counted in rows rather than in wall-clock rate, so a
-    # loaded machine (which misses periods and so skips rows) does not fail it.
+    # loaded machine does not fail it: it misses periods (a row skipped), or runs a tick over
+    # half a period late, which snaps to the next row, and the on-time tick after it repeats
+    # that row (ChunkBuffer's control grid). Never backwards.
     steps = [b[1] - a[1] for a, b in zip(row_of_chunk, row_of_chunk[1:]) if a[0] == b[0]]
     assert len(steps) > len(set(newest)) / 2, (len(steps), len(set(newest)))
-    assert min(steps) >= 1 and np.median(steps) == 1, steps
+    assert min(steps) >= 0 and np.median(steps) == 1, steps
 
 
 def test_chunk_and_path_outputs(rig: Rig):

@@ -10,7 +10,7 @@ from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig, ChunkVe
 from armstack_policy.node_config import POLICY_PARAMS, PolicyNodeConfig
 from armstack_policy.observation import DetectedObject, ObservationAssembler, ObservationConfig
 from armstack_policy.onnx_policy import PolicyCard, find_card
-from armstack_policy.runtime import ControlTiming, PolicyRuntime
+from armstack_policy.runtime import NOT_READY, ControlTiming, PolicyNotReady, PolicyRuntime
 
 NAMES = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "left_finger")
 K, DT, T0 = 10, 0.02, 500.0
@@ -24,12 +24,15 @@ class ScriptedPolicy:
         self.resets = 0
         self.hook = None
         self.poison = False
+        self.not_ready = ""  # reason predict_chunk raises PolicyNotReady with, if set
 
     def reset(self) -> None:
         self.resets += 1
 
     def predict_chunk(self, observation: dict) -> np.ndarray:
         self.calls += 1
+        if self.not_ready:
+            raise PolicyNotReady(self.not_ready)
         if self.hook is not None:
             self.hook()
         state = observation["observation.state"][-1]  # (7,)
@@ -162,6 +165,21 @@ def test_stop_drops_chunks_and_a_chunk_finished_after_it():
     observe(rt, T0 + 0.05)
     policy.hook = rt.stop
     assert rt.infer(T0 + 0.06).chunk is None and rt.buffer.depth == 0
+
+
+def test_a_policy_not_ready_holds_and_is_reported_without_an_error():
+    rt, policy = make()
+    policy.not_ready = "no instruction yet"
+    observe(rt, T0)
+    result = rt.infer(T0 + 0.01)
+    assert result.assembly.ready and result.chunk is None and result.problem == "no instruction yet"
+    assert rt.buffer.depth == 0 and rt.tick(T0 + 0.02, 0.0).status is StepStatus.EMPTY
+    report = rt.report("policy", T0 + 0.02)
+    assert report.level == Level.WARN and "no instruction yet" in report.message
+    assert report.values[NOT_READY] == "1" and report.values["errors"] == "0"
+    policy.not_ready = ""  # e.g. the instruction arrived
+    observe(rt, T0 + 0.04)
+    assert rt.infer(T0 + 0.05).verdict is ChunkVerdict.ACCEPTED
 
 
 def test_non_finite_chunks_are_dropped_and_reported_as_errors():
