@@ -67,7 +67,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
     p.add_argument("--objects", help="object classes of observation.environment_state, in "
                    "order; 'none' for no environment state (default: red_cube,green_cube,"
-                   "blue_cube; none for vla, which sees the scene through its cameras)")
+                   "blue_cube; none for vla, which then sees the scene through its cameras "
+                   "only: given classes, it also takes one token per localized object)")
     p.add_argument("--object-fields", default="x,y,z,present")
     p.add_argument("--object-hold", type=float, default=0.0, metavar="S",
                    help="a class not seen keeps its last detection for up to S seconds, in "

@@ -6,6 +6,8 @@ Sequence (one row per token, width dim_model):
              strided conv stem FiLM-conditioned on the instruction's bag of words, then
              non-overlapping patches, one token each)
              [instruction tokens]                               (L, <pad>-filled, word ids)
+             [objects]                                          (C, only with object slots:
+                                                                 one per class, see below)
              [state]                                            (1, linear map of the
                                                                  normalized joint state, or
                                                                  a learnt "no state" token)
@@ -33,6 +35,16 @@ where the state says nothing. Training therefore replaces the state token by a l
 state" token in a share (state_dropout) of the samples, which only the image and the
 instruction can make up for (the remedy for copycat shortcuts of Wen et al. 2020). At run
 time the state is used, unless state_dropout is 1 (never use it, as OpenVLA and RT-1 do).
+
+Object tokens (optional: a layout with object slots, `train_policy.py --objects`): the
+localized objects the perception stack publishes (observation.environment_state, x, y, z,
+present per class in base_link, what ACT sees) enter as one token per class, a linear map of
+its normalized slot plus a learnt class embedding. The instruction still chooses which object
+to act on (the tokens carry no colour word, only their class's position in the prefix); the
+images still come in. Learnt from the camera alone, the cube's position was the part a
+CPU-trained model got wrong (it reached toward the named cube and closed beside it); the
+detector measures it to millimetres. Without object slots the model is camera-only, as
+OpenVLA and RT-2 are.
 
 Object localization (training only): a dataset with observation.environment_state (the
 recorder's object slots: x, y, z, present per class, in base_link) also supervises the patch
@@ -287,11 +299,14 @@ class VLANet(nn.Module):
     """The network: tensors in, logits and key/value caches out (see the module doc)."""
 
     def __init__(self, cfg: VLAConfig, n_cameras: int, state_dim: int, vocab_size: int,
-                 text_vocab: int, n_action_tokens: int) -> None:
+                 text_vocab: int, n_action_tokens: int, n_objects: int = 0,
+                 slot_dim: int = 0) -> None:
         super().__init__()
         rows, cols = cfg.grid
         self.n_heads = cfg.n_heads
-        self.prefix_length = n_cameras * rows * cols + cfg.max_instruction_tokens + 2
+        self.n_objects, self.slot_dim = n_objects, slot_dim
+        self.prefix_length = (n_cameras * rows * cols + cfg.max_instruction_tokens + n_objects
+                              + 2)
         total = self.prefix_length + n_action_tokens - 1
         self.patches = PatchEmbed(cfg, text_vocab - 1)
         # text ids a bag of words counts: every one but <pad>
@@ -299,6 +314,9 @@ class VLANet(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.dim_model)
         self.state_proj = nn.Linear(state_dim, cfg.dim_model)
         self.no_state = nn.Parameter(torch.randn(cfg.dim_model) * 0.02)
+        if n_objects:
+            self.object_proj = nn.Linear(slot_dim, cfg.dim_model)
+            self.object_class = nn.Parameter(torch.randn(n_objects, cfg.dim_model) * 0.02)
         self.pos = nn.Parameter(torch.randn(total, cfg.dim_model) * 0.02)
         self.blocks = nn.ModuleList(_Block(cfg.dim_model, cfg.n_heads, cfg.dim_feedforward,
                                            cfg.dropout) for _ in range(cfg.n_layers))
@@ -308,17 +326,21 @@ class VLANet(nn.Module):
         self.register_buffer("act_id", torch.tensor([ACT_ID]), persistent=False)
 
     def prefix(self, images: Sequence[Tensor], tokens: Tensor, state: Tensor,
-               state_missing: Tensor | None = None) -> Tensor:
-        """images [(B, 3, H, W)] and state (B, D_s) normalized, tokens (B, L) -> (B, P, d);
-        state_missing (B,) bool puts the "no state" token in place of those samples' state."""
+               state_missing: Tensor | None = None, objects: Tensor | None = None) -> Tensor:
+        """images [(B, 3, H, W)], state (B, D_s) and objects (B, C * F) normalized, tokens
+        (B, L) -> (B, P, d); state_missing (B,) bool puts the "no state" token in place of
+        those samples' state. objects: required when the net has object slots, else None."""
         b = state.shape[0]
         bag = (tokens[..., None] == self.word_ids).sum(1).to(state.dtype)  # (B, W) word counts
         state_token = self.state_proj(state)  # (B, d)
         if state_missing is not None:
             state_token = torch.where(state_missing[:, None], self.no_state, state_token)
         parts = [self.patches(img, bag) for img in images]
-        parts += [self.embed(tokens), state_token[:, None],
-                  self.embed(self.act_id)[None].expand(b, -1, -1)]
+        parts.append(self.embed(tokens))
+        if self.n_objects:
+            slots = objects.reshape(b, self.n_objects, self.slot_dim)
+            parts.append(self.object_proj(slots) + self.object_class)  # (B, C, d)
+        parts += [state_token[:, None], self.embed(self.act_id)[None].expand(b, -1, -1)]
         x = torch.cat(parts, dim=1)
         return x + self.pos[: x.shape[1]]
 
@@ -398,9 +420,6 @@ class VLAPolicy(Policy):
                          n_action_steps=cfg.n_action_steps)
         if not layout.cameras:
             raise ValueError("a VLA policy needs at least one camera (FeatureLayout.cameras)")
-        if layout.objects is not None:
-            raise ValueError("a VLA policy sees the scene through its cameras: its layout takes "
-                             "no environment state (FeatureLayout.objects must be None)")
         if not cfg.vocabulary:
             raise ValueError("VLAConfig.vocabulary is empty: build it from the dataset's tasks "
                              "(armstack_learning.factory.prepare_config)")
@@ -409,8 +428,11 @@ class VLAPolicy(Policy):
         self.bin_offset = self.tokenizer.size
         self.vocab_size = self.tokenizer.size + cfg.num_bins
         self.n_action_tokens = cfg.chunk_size * layout.action.dim
+        objects = layout.objects
         self.net = VLANet(cfg, len(layout.cameras), layout.state_dim, self.vocab_size,
-                          self.tokenizer.size, self.n_action_tokens)
+                          self.tokenizer.size, self.n_action_tokens,
+                          n_objects=objects.num_slots if objects else 0,
+                          slot_dim=objects.slot_dim if objects else 0)
         self._instruction: Tensor | None = None  # (L,) from set_instruction
         self.object_head: ObjectHead | None = None
         classes = cfg.object_classes if cfg.object_loss_weight > 0.0 else ()
@@ -489,7 +511,8 @@ class VLAPolicy(Policy):
             missing = torch.ones_like(state[:, 0], dtype=torch.bool)  # batch-size free in ONNX
         elif augment and self._cfg.state_dropout > 0.0:
             missing = torch.rand(b, device=state.device) < self._cfg.state_dropout
-        return self.net.prefix(images, tokens.long(), state, missing)
+        objects = norm[ENV_STATE_KEY][:, -1] if self.layout.objects else None  # (B, C * F)
+        return self.net.prefix(images, tokens.long(), state, missing, objects)
 
     def object_loss(self, patches: Tensor, tokens: Tensor, env: Tensor) -> Tensor:
         """Localization loss (module doc): patches (B, N, d), instruction tokens (B, L),
@@ -525,7 +548,9 @@ class VLAPolicy(Policy):
         if self.object_head is not None and ENV_STATE_KEY in batch:
             rows, cols = self._cfg.grid
             patches = prefix[:, : len(self.layout.cameras) * rows * cols]
-            obj = self.object_loss(patches, batch[LANGUAGE_KEY], batch[ENV_STATE_KEY])
+            env = batch[ENV_STATE_KEY]
+            env = env[:, -1] if env.ndim == 3 else env  # (B, n_obs, C*F) when also an input
+            obj = self.object_loss(patches, batch[LANGUAGE_KEY], env)
             extra["object_loss"] = obj.item()
             extra["action_loss"] = loss.item()
             loss = loss + self._cfg.object_loss_weight * obj

@@ -41,7 +41,7 @@ from armstack_learning.export import (
     md_training,
     named_units,
 )
-from armstack_learning.features import LANGUAGE_KEY
+from armstack_learning.features import ENV_STATE_KEY, LANGUAGE_KEY
 from armstack_learning.vla import VLAPolicy
 
 logger = logging.getLogger(__name__)
@@ -122,9 +122,14 @@ def _prefix_segments(policy: VLAPolicy) -> list[dict]:
     rows, cols = policy.config.grid
     segments = [{"name": key, "tokens": rows * cols, "grid": [rows, cols],
                  "patch_pixels": policy.config.stride} for key in policy.layout.image_keys]
+    segments.append({"name": "instruction", "tokens": policy.tokenizer.max_tokens,
+                     "description": "word ids, <pad>-filled to the fixed length"})
+    objects = policy.layout.objects
+    if objects:
+        segments.append({"name": ENV_STATE_KEY, "tokens": objects.num_slots,
+                         "description": "one per object class: linear map of its normalized "
+                                        "slot plus a class embedding"})
     return segments + [
-        {"name": "instruction", "tokens": policy.tokenizer.max_tokens,
-         "description": "word ids, <pad>-filled to the fixed length"},
         {"name": "observation.state", "tokens": 1,
          "description": "linear map of the normalized joint state"},
         {"name": "<act>", "tokens": 1, "description": "its output predicts the first action token"}]
@@ -136,6 +141,10 @@ def _graph_specs(policy: VLAPolicy) -> dict:
     p, v = policy.prefix_length, policy.vocab_size
     obs = [{"name": "observation.state", "shape": ["batch", 1, lay.state_dim], "dtype": "float32",
             "description": "joint positions, raw units"}]
+    if lay.objects:
+        obs.append({"name": ENV_STATE_KEY, "shape": ["batch", 1, lay.env_dim], "dtype": "float32",
+                    "description": "localized objects in base_link, one slot per class, raw "
+                                   "units"})
     obs += [{"name": key, "shape": ["batch", 1, 3, *policy.input_image_size], "dtype": "float32",
              "description": "RGB in [0, 1], resized with INTER_AREA"} for key in lay.image_keys]
     cache = ["n_layers", "batch", heads, "length", dh]

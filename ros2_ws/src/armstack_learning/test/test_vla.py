@@ -18,6 +18,7 @@ from armstack_learning.factory import (  # noqa: E402
 from armstack_learning.features import (  # noqa: E402
     ACTION_KEY,
     ACTION_PAD_KEY,
+    ENV_STATE_KEY,
     LANGUAGE_KEY,
     ObjectSlotsConfig,
 )
@@ -80,11 +81,11 @@ def test_samples_carry_the_task_tokens_at_the_policy_image_size(vla_dataset_root
     assert lazy.task(12) == "put the blue cube in the bin"
 
 
-def test_policy_rejects_environment_state_and_missing_vocabulary(vla_layout, tiny_vla_config,
-                                                                 make_vla, vla_dataset_root):
-    with_objects = dataclasses.replace(vla_layout, objects=ObjectSlotsConfig())
-    with pytest.raises(ValueError, match="environment state"):
-        build_policy("vla", tiny_vla_config(), with_objects, placeholder_normalizer(with_objects))
+def test_policy_rejects_a_missing_vocabulary_and_a_layout_without_cameras(
+        vla_layout, tiny_vla_config, make_vla, vla_dataset_root):
+    no_camera = dataclasses.replace(vla_layout, cameras=(), objects=ObjectSlotsConfig())
+    with pytest.raises(ValueError, match="at least one camera"):
+        build_policy("vla", tiny_vla_config(), no_camera, placeholder_normalizer(no_camera))
     with pytest.raises(ValueError, match="vocabulary is empty"):
         make_vla(dataclasses.replace(tiny_vla_config(), vocabulary=()), vla_dataset_root,
                  vla_layout)
@@ -333,3 +334,35 @@ def test_object_localization_loss(tiny_vla_config, make_vla, vla_dataset_root, v
     assert infos[-1]["object_loss"] < 0.5 * infos[0]["object_loss"]
     assert infos[-1]["loss"] == pytest.approx(infos[-1]["action_loss"]
                                               + infos[-1]["object_loss"], rel=1e-5)
+
+
+def test_object_tokens_carry_each_localized_object(tiny_vla_config, make_vla, vla_dataset_root,
+                                                   vla_layout):
+    """With object slots in the layout, one prefix token per class, fed by that class's slot
+    only, and trained through the action loss."""
+    objects = ObjectSlotsConfig(("red_cube", "blue_cube"))
+    layout = dataclasses.replace(vla_layout, objects=objects)
+    cameras_only, _ = make_vla(tiny_vla_config(), vla_dataset_root, vla_layout)
+    policy, ds = make_vla(tiny_vla_config(), vla_dataset_root, layout)
+    assert policy.prefix_length == cameras_only.prefix_length + 2
+    batch = _batch(ds, range(0, len(ds), 6))
+    assert batch[ENV_STATE_KEY].shape == (8, 1, 8)
+    policy.eval()
+    moved = dict(batch)
+    moved[ENV_STATE_KEY] = batch[ENV_STATE_KEY].clone()
+    moved[ENV_STATE_KEY][..., 4] += 0.05  # blue's x
+    with torch.no_grad():
+        changed = policy.prefix_embeddings(moved) - policy.prefix_embeddings(batch)
+    changed = changed.abs().amax((0, 2))  # per prefix token
+    rows, cols = policy.config.grid
+    blue = rows * cols + policy.config.max_instruction_tokens + 1  # after the red token
+    assert changed.nonzero().flatten().tolist() == [blue]
+    before = policy.net.object_proj.weight.detach().clone()
+    policy.train()
+    opt = torch.optim.AdamW(policy.optimizer_groups(), weight_decay=0.0)
+    for _ in range(3):
+        loss, _ = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(before, policy.net.object_proj.weight)

@@ -1,6 +1,7 @@
 """VLA export: prefill/step graphs, the card, torch vs ONNX Runtime parity through the runtime's
 own runner, and the adapter path (per-layer cache names, table tokenizer) on this model."""
 
+import dataclasses
 import json
 import warnings
 
@@ -10,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
 
 from armstack_learning.export import example_observation  # noqa: E402
-from armstack_learning.features import LANGUAGE_KEY  # noqa: E402
+from armstack_learning.features import ENV_STATE_KEY, LANGUAGE_KEY, ObjectSlotsConfig  # noqa: E402
 from armstack_learning.vla_export import (  # noqa: E402
     INSTRUCTION_INPUT,
     build_vla_card,
@@ -192,3 +193,30 @@ def test_temperature_sampling_stays_on_action_tokens_and_is_seeded(exported):
     assert (first >= runner.card.bins.token_ids.min()).all()
     assert runner.decode(obs).tokens.shape == (1, 24)
     assert INSTRUCTION_INPUT in runner.card.prefill.names.values()
+
+
+def test_a_vla_with_object_tokens_exports_with_its_object_slots(
+        tmp_path, tiny_vla_config, make_vla, vla_dataset_root, vla_layout):
+    layout = dataclasses.replace(vla_layout, objects=ObjectSlotsConfig(("red_cube", "blue_cube"),
+                                                                       hold=0.5))
+    policy, ds = make_vla(tiny_vla_config(chunk_size=3), vla_dataset_root, layout, seed=3)
+    policy.eval()
+    export_vla_onnx(policy, tmp_path)
+    card = build_vla_card(policy, CKPT, "raw")
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    assert card["observation"][ENV_STATE_KEY]["classes"] == ["red_cube", "blue_cube"]
+    assert {"name": ENV_STATE_KEY, "tokens": 2} in [
+        {k: seg[k] for k in ("name", "tokens")} for seg in card["vla"]["prefix"]["segments"]]
+    runner = load_vla_policy(tmp_path / "policy.onnx", RunnerConfig())
+    assert runner.card.object_classes == ("red_cube", "blue_cube")
+    assert runner.card.object_hold == 0.5 and runner.card.prefix_length == policy.prefix_length
+    parity = check_vla_parity(policy, runner, samples=2)
+    assert parity["tokens_identical"] and parity["logits_max_abs_error"] <= 1e-4
+    obs = _observation(ds, 3)
+    assert obs[ENV_STATE_KEY].shape == (1, 8)
+    runner.set_instruction(ds.task(3))
+    policy.set_instruction(ds.task(3))
+    want = policy.predict_chunk({k: torch.from_numpy(v[None]) for k, v in obs.items()})[0]
+    assert np.array_equal(runner.predict_chunk(obs), want.numpy())
+    with pytest.raises(ValueError, match="lacks 'observation.environment_state'"):
+        runner.predict_chunk({k: v for k, v in obs.items() if k != ENV_STATE_KEY})

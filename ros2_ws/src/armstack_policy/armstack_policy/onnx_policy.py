@@ -193,16 +193,7 @@ class PolicyCard:
         if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps <= 1000:
             raise CardError(f"{source}: control.fps must be a number in (0, 1000], got {fps!r}")
         observation = _get(raw, "observation", source)
-        classes: tuple[str, ...] = ()
-        fields: tuple[str, ...] = ()
-        hold = 0.0
-        if ENV_STATE_KEY in observation:
-            classes = _names(raw, ("observation", ENV_STATE_KEY, "classes"), source)
-            fields = _names(raw, ("observation", ENV_STATE_KEY, "fields"), source)
-            hold = raw["observation"][ENV_STATE_KEY].get("hold_s", 0.0)  # absent: older cards
-            problem = object_hold_problem(hold, fields)
-            if problem:
-                raise CardError(f"{source}: observation[{ENV_STATE_KEY!r}].hold_s {problem}")
+        classes, fields, hold = card_object_slots(raw, source)
         cameras = tuple(
             (key[len(IMAGE_PREFIX):], _int(raw, ("observation", key, "height"), source),
              _int(raw, ("observation", key, "width"), source))
@@ -221,7 +212,7 @@ class PolicyCard:
             n_obs_steps=_int(raw, "control.n_obs_steps", source),
             n_action_steps=_int(raw, "control.n_action_steps", source),
             state_names=_names(raw, ("observation", STATE_KEY, "names"), source),
-            object_classes=classes, object_fields=fields, object_hold=float(hold),
+            object_classes=classes, object_fields=fields, object_hold=hold,
             cameras=cameras,
             action_kind=action_kind, action_names=action_names, inputs=inputs, outputs=outputs,
             onnx_file=str(_get(raw, "onnx.file", source)),
@@ -283,6 +274,21 @@ def _diffusion(raw: Mapping, source: str, action_dim: int) -> DiffusionSpec:
         action_scale=scale,
         alphas_cumprod=None if alphas is None else _floats(
             raw, "diffusion.alphas_cumprod", source, schedule.num_train_timesteps))
+
+
+def card_object_slots(raw: Mapping, source: str) -> tuple[tuple[str, ...], tuple[str, ...], float]:
+    """(classes, fields, hold_s) of a card's observation.environment_state; ((), (), 0.0) when
+    the policy takes none. CardError names a bad field."""
+    observation = _get(raw, "observation", source)
+    if ENV_STATE_KEY not in observation:
+        return (), (), 0.0
+    classes = _names(raw, ("observation", ENV_STATE_KEY, "classes"), source)
+    fields = _names(raw, ("observation", ENV_STATE_KEY, "fields"), source)
+    hold = raw["observation"][ENV_STATE_KEY].get("hold_s", 0.0)  # absent: older cards
+    problem = object_hold_problem(hold, fields)
+    if problem:
+        raise CardError(f"{source}: observation[{ENV_STATE_KEY!r}].hold_s {problem}")
+    return classes, fields, float(hold)
 
 
 def is_vla_card(raw: Mapping) -> bool:

@@ -3,7 +3,8 @@ model card, and the ONNX Runtime runner (NumPy + onnxruntime; no torch, no ROS).
 
 Graphs (written by tools/export_policy.py through armstack_learning.vla_export):
     prefill  observation.state (B, 1, D_s) raw, observation.images.<cam> (B, 1, 3, H, W) RGB in
-             [0, 1], instruction_tokens (B, L) int64
+             [0, 1], instruction_tokens (B, L) int64, and observation.environment_state
+             (B, 1, C * F) raw when the card declares object slots
              -> logits (B, V) of the first action token, present_key / present_value
                 (n_layers, B, h, P, dh): the cache of the prefix
     step     token (B, 1) int64, position (1,) int64 (the token's index in the sequence),
@@ -46,6 +47,7 @@ from armstack_policy.onnx_policy import (
     VLA_KIND,
     CardError,
     RunnerConfig,
+    card_object_slots,
     find_card,
     is_vla_card,  # noqa: F401 - part of this module's interface too
 )
@@ -228,7 +230,8 @@ class VLACard:
     stride: int
     kind: str = VLA_KIND
     n_obs_steps: int = 1
-    object_classes: tuple[str, ...] = ()  # the VLA sees the scene through its cameras only
+    # observation.environment_state: object tokens (none: the cameras alone show the scene)
+    object_classes: tuple[str, ...] = ()
     object_fields: tuple[str, ...] = ()
     object_hold: float = 0.0
 
@@ -276,6 +279,7 @@ class VLACard:
         actions = raw["vla"]["actions"]
         stride = actions.get("stride", 1)
         waypoints = actions.get("waypoints", chunk_size)
+        classes, fields, hold = card_object_slots(raw, source)
         card = cls(
             fps=float(fps), chunk_size=chunk_size,
             n_action_steps=_positive_int(raw, "control/n_action_steps", source),
@@ -286,7 +290,8 @@ class VLACard:
             cache=_cache_spec(raw, source), tokenizer=tokenizer, bins=bins,
             vocab_size=_positive_int(raw, "vla/vocab_size", source),
             prefix_length=_positive_int(raw, "vla/prefix/length", source),
-            default_temperature=temperature, waypoints=waypoints, stride=stride)
+            default_temperature=temperature, waypoints=waypoints, stride=stride,
+            object_classes=classes, object_fields=fields, object_hold=hold)
         card._check(source)
         return card
 
