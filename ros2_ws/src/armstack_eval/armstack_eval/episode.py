@@ -54,6 +54,8 @@ class EpisodeResult:
     # Control periods the policy node missed between its first and last report of the episode
     # {"count", "span_s"}; None without two reports.
     policy_missed_periods: dict[str, float] | None = None
+    instruction: str | None = None  # an instructed (VLA) episode's instruction
+    target: str | None = None  # the cube it names; success is that cube alone in the bin
 
     def to_json(self, with_samples: bool = False) -> dict[str, Any]:
         data = asdict(self)

@@ -8,6 +8,11 @@ same pose, as a real-robot evaluation resets the arm), longer than the IK node's
 it restarts from the measured joints; policy/reset, policy/start; then wait until the simulator
 reports every object in the bin, or the timeout; policy/stop.
 
+With an instruction template (a VLA), each episode names one cube of the new scene, chosen by
+the scene's seed: the instruction ("put the red cube in the bin") goes out on policy/instruction
+right after the reset, while the arm settles, and the episode succeeds when that cube is in the
+bin and no other is.
+
 With the scripted expert (teleop source "expert") the expert resets the scene and starts each
 take itself, so the runner follows `teleop/episode`: an episode runs from the start of a take
 to its end (the expert saves or discards it), or to the timeout (the runner discards it).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -65,6 +71,7 @@ class GraphView(Protocol):
     def driver_faulted(self) -> bool: ...
     def joint_positions(self, names: tuple[str, ...]) -> tuple[float, ...] | None: ...
     def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None: ...
+    def instruct(self, text: str) -> None: ...
     def episode_started(self, index: int, seed: int | None) -> None: ...
     def episode_ended(self) -> None: ...
 
@@ -95,6 +102,16 @@ def start_pose_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def named_cube(objects: list[str], seed: int | None) -> str:
+    """The object an instructed episode names: one of the scene's, drawn with its seed."""
+    return random.Random(seed).choice(sorted(objects))
+
+
+def instruction_for(template: str, target: str) -> str:
+    """template with {color} replaced by the object's colour word ("red_cube" -> "red")."""
+    return template.format(color=target.split("_")[0])
+
+
 class RunnerError(RuntimeError):
     """The graph did not do what an episode needs (a service missing, no scene reset)."""
 
@@ -119,6 +136,9 @@ class RunnerConfig:
     # What the controller's commands are computed from, for its latency: perception's objects,
     # or the camera frame itself (the expert's ground truth and image policies keep its stamp).
     controller_input: str = OBJECTS
+    # Policy episodes name one cube in an instruction ({color}: its colour word), for a VLA;
+    # success is then that cube in the bin and no other. Empty: every cube in the bin.
+    instruction_template: str = ""
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -130,6 +150,11 @@ class RunnerConfig:
                 raise ValueError(f"RunnerConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.settle < 0.0:
             raise ValueError(f"RunnerConfig.settle must be >= 0, got {self.settle}")
+        if self.instruction_template and (self.controller != "policy"
+                                          or "{color}" not in self.instruction_template):
+            raise ValueError("RunnerConfig.instruction_template needs the policy controller and a "
+                             f"{{color}} field, got {self.instruction_template!r} with "
+                             f"{self.controller!r}")
         if len(self.start_joints) != len(self.start_positions):
             raise ValueError(f"RunnerConfig.start_positions must give one value per start_joints "
                              f"name, got {len(self.start_positions)} for {len(self.start_joints)}")
@@ -140,6 +165,8 @@ class EpisodeSequence:
                  progress: Callable[[str], None] = print) -> None:
         self.graph, self.log, self.cfg, self.progress = graph, log, cfg, progress
         self._last_take = 0
+        self._target: str | None = None  # the cube this episode's instruction names
+        self._instruction: str | None = None
         # Finished episodes, kept here so an interrupted run can still be reported.
         self.results: list[EpisodeResult] = []
         self.traces: list[Traces] = []
@@ -170,7 +197,8 @@ class EpisodeSequence:
         seed = status.seed if status is not None and status.scene == scene else None
         self.log.open(started, self.cfg.command_topic)
         self.graph.episode_started(index, seed)
-        self.progress(f"{label}: started (scene {scene}, seed {seed})")
+        said = f": {self._instruction!r}" if self._instruction else ""
+        self.progress(f"{label}: started (scene {scene}, seed {seed}){said}")
         reason, t_success, last = "graph_failed", None, None
         try:
             reason, t_success, last = self._wait_end(scene, started, label)
@@ -184,7 +212,8 @@ class EpisodeSequence:
             index=index, controller=self.cfg.controller, seed=seed, scene=scene,
             success=t_success is not None, end_reason=reason, duration_s=ended - started,
             time_to_success_s=t_success, in_bin=dict(last.in_bin) if last else {},
-            sim_time_s=last.sim_time if last else None, **measured)
+            sim_time_s=last.sim_time if last else None, instruction=self._instruction,
+            target=self._target, **measured)
         outcome = f"success in {t_success:.1f} s" if result.success else f"failed ({reason})"
         self.progress(f"{label}: {outcome}; in the bin: "
                       f"{sum(result.in_bin.values())}/{len(result.in_bin)}")
@@ -217,6 +246,11 @@ class EpisodeSequence:
         self._require("sim/reset")
         self._wait_for(lambda: self.graph.task_status().scene > before, self.cfg.start_timeout,
                        "the new scene on sim/task_status")
+        if self.cfg.instruction_template:
+            status = self.graph.task_status()
+            self._target = named_cube(list(status.in_bin), status.seed)
+            self._instruction = instruction_for(self.cfg.instruction_template, self._target)
+            self.graph.instruct(self._instruction)  # arrives while the arm settles
         settled = self.graph.now() + self.cfg.settle
         deadline = settled + self.cfg.start_timeout
         while (off_pose := self._start_pose_offsets()) or self.graph.now() < settled:
@@ -267,7 +301,7 @@ class EpisodeSequence:
                     shown = placed
                     self.progress(f"{label}: {placed}/{len(status.in_bin)} in the bin at "
                                   f"{max(status.stamp - started, 0.0):.1f} s")
-                if status.success and t_success is None:
+                if self._solved(status) and t_success is None:
                     t_success = max(status.stamp - started, 0.0)
                     if self.cfg.controller == "policy":
                         return "success", t_success, last
@@ -280,6 +314,13 @@ class EpisodeSequence:
             if self.graph.now() - started > self.cfg.timeout:
                 return "timeout", t_success, last
             self.graph.sleep(POLL)
+
+    def _solved(self, status: TaskSnapshot) -> bool:
+        """Every cube in the bin; with a named cube, that one and no other."""
+        if self._target is None:
+            return status.success
+        return status.in_bin.get(self._target, False) and not any(
+            placed for name, placed in status.in_bin.items() if name != self._target)
 
     def _stop(self, reason: str) -> None:
         if self.cfg.controller == "policy":

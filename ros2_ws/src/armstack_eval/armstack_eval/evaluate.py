@@ -31,7 +31,8 @@ import rclpy
 import yaml
 from armstack_common import paths
 from armstack_policy.chunk_buffer import MODES
-from armstack_policy.onnx_policy import PolicyCard, find_card
+from armstack_policy.onnx_policy import PolicyCard, find_card, is_vla_card
+from armstack_policy.vla_decode import VLACard
 
 from armstack_eval.episode import EpisodeLog
 from armstack_eval.episodes import (
@@ -62,6 +63,10 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                              "(the policy when its model exists, else the expert)")
     parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
                         help="ONNX policy (model_card.json beside it), under models/ or absolute")
+    parser.add_argument("--instruction", default=None, metavar="TEMPLATE",
+                        help="VLA policies: each episode names one cube in this instruction, "
+                             "{color} its colour (default: \"%s\"); success is that cube alone in "
+                             "the bin" % DEFAULT_INSTRUCTION)
     parser.add_argument("--mode", choices=MODES, default="receding_horizon",
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--episodes", type=int, default=episodes, help="number of episodes")
@@ -92,6 +97,9 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
     return parser
 
 
+DEFAULT_INSTRUCTION = "put the {color} cube in the bin"
+
+
 def _model_path(relative: str) -> Path:
     path = Path(relative).expanduser()
     return path if path.is_absolute() else paths.models_dir() / relative
@@ -106,12 +114,20 @@ def _resolve_choices(args: argparse.Namespace, say) -> None:
             say(f"no policy model at models/{args.policy_model} ({_POLICY_MAKER} make one): "
                 "the scripted expert drives the arm")
     args.command_topic, args.needs_objects = COMMAND, False
+    instruction, args.instruction = args.instruction, ""
     if args.controller == "policy":
         model = _model_path(args.policy_model)
         if not model.is_file():
             raise ValueError(f"policy model {model} not found: make it with {_POLICY_MAKER}, "
                              "or pass --controller expert")
-        card = PolicyCard.from_dict(find_card(model), str(model))
+        raw = find_card(model)
+        if is_vla_card(raw):
+            card = VLACard.from_dict(raw, str(model))
+            args.instruction = instruction or DEFAULT_INSTRUCTION
+        else:
+            card = PolicyCard.from_dict(raw, str(model))
+        if instruction and not args.instruction:
+            raise ValueError(f"--instruction: the {card.kind} policy {model} takes no instruction")
         args.command_topic = JOINT_COMMAND if card.action_kind == "joint" else COMMAND
         args.needs_objects = bool(card.object_classes)
         if args.needs_objects and args.no_perception:
@@ -229,6 +245,7 @@ def run(args: argparse.Namespace, say=print) -> int:
     runner_cfg = RunnerConfig(controller=args.controller, episodes=args.episodes, timeout=args.timeout,
                               command_topic=args.command_topic,
                               controller_input=OBJECTS if args.needs_objects else CAMERA,
+                              instruction_template=args.instruction,
                               **(sim_start_pose(args.start_pose) if args.controller == "policy" else {}))
     graph = None
     if not args.attach:

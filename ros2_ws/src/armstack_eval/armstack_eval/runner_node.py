@@ -4,7 +4,8 @@ episode.py, metrics.py, video.py).
 Subscribes to the stamped stages of the pipeline (detections, objects, ee_command,
 joint_command, driver/latency), joint_states, diagnostics, sim/task_status, teleop/episode,
 policy/path and, while an episode is filmed, the camera image. Calls sim/reset, policy/*,
-teleop/* and driver/enable (std_srvs/Trigger). Spins in threads of its own so the episode
+teleop/* and driver/enable (std_srvs/Trigger); publishes the start pose on joint_command and a
+VLA's instruction on policy/instruction. Spins in threads of its own so the episode
 sequence can wait in the caller's thread.
 
 Two nodes, two executors. The callbacks that take the message info (publication times, for
@@ -35,7 +36,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
@@ -82,6 +83,7 @@ class EpisodeRunnerNode(Node):
         sub(PathMsg, "policy/path", self._on_path, _DEPTH)  # beside the other video callbacks
         self._triggers = {name: self.create_client(Trigger, name) for name in SERVICES}
         self._start_pose_pub = self.create_publisher(JointState, "joint_command", _DEPTH)
+        self._instruction_pub = self.create_publisher(String, "policy/instruction", _DEPTH)
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self)
         self._spinner = threading.Thread(target=self._spin, name="episode-runner-spin", daemon=True)
@@ -231,6 +233,9 @@ class EpisodeRunnerNode(Node):
         msg = JointState(name=list(names), position=[float(p) for p in positions])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._start_pose_pub.publish(msg)
+
+    def instruct(self, text: str) -> None:
+        self._instruction_pub.publish(String(data=text))
 
     def episode_started(self, index: int, seed: int | None) -> None:
         if self.video is None or index >= self.video_episodes:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from armstack_eval.episode import EpisodeLog
-from armstack_eval.episodes import EpisodeSequence, RunnerConfig, RunnerError, TaskSnapshot, TeleopSnapshot
+from armstack_eval.episodes import (
+    EpisodeSequence,
+    RunnerConfig,
+    RunnerError,
+    TaskSnapshot,
+    TeleopSnapshot,
+    named_cube,
+)
 
 
 class FakeGraph:
@@ -22,6 +29,7 @@ class FakeGraph:
         self.take, self.take_start, self.next_take = 0, 0.0, self.t + take_delay
         self.faulted = False
         self.filmed: list[int] = []
+        self.instructions: list[tuple[str, str]] = []  # (text, the service called last)
         self.start_pose: list[tuple[float, str, tuple]] = []  # (time, last call, positions)
         # The arm is at the commanded start pose this long after sim/reset (None: never).
         self.reach_after, self.reset_at = reach_after, self.t
@@ -82,6 +90,9 @@ class FakeGraph:
 
     def command_joints(self, names: tuple[str, ...], positions: tuple[float, ...]) -> None:
         self.start_pose.append((self.t, self.calls[-1], dict(zip(names, positions, strict=True))))
+
+    def instruct(self, text: str) -> None:
+        self.instructions.append((text, self.calls[-1]))
 
     def episode_started(self, index: int, seed: int | None) -> None:
         self.filmed.append(index)
@@ -168,9 +179,51 @@ def test_a_missing_service_stops_the_run_with_its_name():
         _run(graph, controller="policy", episodes=1)
 
 
+class ThreeCubeGraph(FakeGraph):
+    """Three cubes; once solved, the cubes of `placed` (per episode) are in the bin."""
+
+    CUBES = ("red_cube", "green_cube", "blue_cube")
+
+    def __init__(self, solve_after: list[float | None], placed: list[tuple[str, ...]]) -> None:
+        super().__init__(solve_after)
+        self.placed = list(placed)
+
+    def call(self, service: str, timeout: float) -> tuple[bool, str]:
+        if service == "policy/stop" and self.started_at is not None:
+            self.placed.pop(0)
+        return super().call(service, timeout)
+
+    def task_status(self) -> TaskSnapshot:
+        solved = super().task_status().success
+        in_bin = {c: solved and c in self.placed[0] for c in self.CUBES} if self.placed else {}
+        return TaskSnapshot(scene=self.scene, seed=100 + self.scene, in_bin=in_bin,
+                            success=bool(in_bin) and all(in_bin.values()), sim_time=0.0,
+                            stamp=self.t)
+
+
+def test_instructed_episodes_name_a_cube_and_succeed_on_it_alone():
+    """A VLA's episodes: the instruction goes out after the reset (while the arm settles),
+    names the cube drawn with the scene's seed, and only that cube alone in the bin counts."""
+    targets = [named_cube(list(ThreeCubeGraph.CUBES), 101 + i) for i in range(3)]
+    others = [next(c for c in ThreeCubeGraph.CUBES if c != t) for t in targets]
+    graph = ThreeCubeGraph([2.0, 2.0, 2.0], [(targets[0],), (others[1],), (targets[2], others[2])])
+    results, lines = _run(graph, controller="policy", episodes=3, timeout=10.0, settle=1.0,
+                          instruction_template="put the {color} cube in the bin")
+    texts = [f"put the {t.split('_')[0]} cube in the bin" for t in targets]
+    assert graph.instructions == [(text, "sim/reset") for text in texts]
+    assert [r.target for r in results] == targets and [r.instruction for r in results] == texts
+    # the named cube alone; another cube instead; the named cube and another one
+    assert [r.success for r in results] == [True, False, False]
+    assert results[0].time_to_success_s == pytest.approx(2.0, abs=0.06)
+    assert f"episode 1/3: started (scene 1, seed 101): {texts[0]!r}" in lines
+    assert len({named_cube(list(ThreeCubeGraph.CUBES), seed) for seed in range(20)}) == 3
+
+
 @pytest.mark.parametrize("overrides, field", [
     ({"controller": "keyboard"}, "controller"), ({"episodes": 0}, "episodes"),
     ({"timeout": 0.0}, "timeout"), ({"settle": -1.0}, "settle"),
+    ({"instruction_template": "put the cube in the bin"}, "instruction_template"),
+    ({"controller": "expert", "instruction_template": "the {color} one"}, "instruction_template"),
 ])
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):

@@ -220,3 +220,28 @@ def test_a_vla_with_object_tokens_exports_with_its_object_slots(
     assert np.array_equal(runner.predict_chunk(obs), want.numpy())
     with pytest.raises(ValueError, match="lacks 'observation.environment_state'"):
         runner.predict_chunk({k: v for k, v in obs.items() if k != ENV_STATE_KEY})
+
+
+def test_the_graph_evaluation_names_a_cube_for_a_vla(exported, tmp_path):
+    """tools/evaluate_policy.py's choices from the card: a VLA gets an instruction template
+    (default or given); a policy without instructions refuses one, named."""
+    from armstack_eval.evaluate import DEFAULT_INSTRUCTION, _resolve_choices, build_parser
+    from armstack_policy.proof_models import ProofSpec, write_proof_model
+
+    _, _, out = exported
+
+    def resolve(*argv: str):  # noqa: ANN202 - argparse.Namespace
+        args = build_parser("evaluate", 1, "policy").parse_args(list(argv))
+        args.auto_perception = False
+        _resolve_choices(args, print)
+        return args
+
+    args = resolve("--policy-model", str(out / "policy.onnx"), "--no-perception")
+    assert args.instruction == DEFAULT_INSTRUCTION and not args.needs_objects
+    assert resolve("--policy-model", str(out / "policy.onnx"), "--no-perception",
+                   "--instruction", "move the {color} block to the bin").instruction \
+        == "move the {color} block to the bin"
+    act = write_proof_model(tmp_path, ProofSpec(chunk_size=4))  # takes objects: perception on
+    assert resolve("--policy-model", str(act.path)).instruction == ""
+    with pytest.raises(ValueError, match="takes no instruction"):
+        resolve("--policy-model", str(act.path), "--instruction", "the {color} one")
