@@ -7,7 +7,11 @@ phrases an instruction naming its colour ("put the red cube in the bin", or one 
 templates) and lets the scripted expert move only that cube into the bin. Frames are sampled
 at --fps as the recorder samples the graph: observation.state = measured joints,
 observation.images.<camera> = the calibrated camera's frame, observation.environment_state =
-the true cube positions, action = the expert's ee_command (x, y, z, qx, qy, qz, qw, gripper;
+the true cube centres, or with `--objects perception` the cubes as the perception stack
+localizes them in that frame (the detector and localization nodes' logic on the rendered RGB-D
+frame, after a lead-in that lets the tracker confirm them, as the recorder records the
+localization's output: a cube in the gripper is then often not seen). Perception costs a detector
+run per frame: ~10x the time per episode on a 2-core CPU. action = the expert's ee_command (x, y, z, qx, qy, qz, qw, gripper;
 qw >= 0), task = the instruction. Only episodes where the named cube ends in the bin and no
 other cube does are kept.
 
@@ -52,7 +56,14 @@ from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
 from armstack_common.servo_config import load_default_servo_config  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
-from armstack_eval.inprocess import JointTargets, node_params  # noqa: E402
+from armstack_common.paths import model_file  # noqa: E402
+from armstack_eval.inprocess import (  # noqa: E402
+    OBJECT_SOURCES,
+    JointTargets,
+    Perception,
+    ground_truth_objects,
+    node_params,
+)
 from armstack_policy.actions import ActionLayout  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     CameraSpec,
@@ -140,16 +151,26 @@ class ArmPath:
 
 def record_episode(world: SimWorld, arm: ArmPath, writer: LeRobotDatasetWriter,
                    spec: EpisodeSpec, expert_config: ExpertConfig, fps: int,
-                   image_size: tuple[int, int], time_limit: float, tail: float) -> EpisodeOutcome:
-    """Run the expert on spec.target and write the frames; save or discard by the outcome."""
+                   image_size: tuple[int, int], time_limit: float, tail: float,
+                   perception: Perception | None = None, lead_in: float = 1.5) -> EpisodeOutcome:
+    """Run the expert on spec.target and write the frames; save or discard by the outcome.
+    With `perception`, the object slots are what it localizes in each frame (else the truth)."""
     world.reset(spec.seed)
+    if perception is not None:
+        perception.reset()
+        for _ in range(round(lead_in * fps)):  # the arm at rest, the camera running
+            world.step(max(1, round(1.0 / (fps * world.timestep))))
+            perception.objects()
+        start = world.time
+    else:
+        start = 0.0
     arm.reset(world)
     expert = PickPlaceExpert(expert_config, world.bin_center, world.config.bin_inner_size,
                              [spec.target])
     slots = ObjectSlots(tuple(world.object_names))
     writer.start_episode(spec.instruction)
     frames, done_at = 0, None
-    while world.time < time_limit:
+    while world.time - start < time_limit:
         act = expert.act(observe(world, arm.kinematics))
         if act.done and done_at is None:
             done_at = world.time
@@ -157,7 +178,9 @@ def record_episode(world: SimWorld, arm: ArmPath, writer: LeRobotDatasetWriter,
             break
         action = ee_action(act.ee_pose[:3, 3], matrix_to_quat_xyzw(act.ee_pose[:3, :3]),
                            act.gripper, BASE_FRAME, BASE_FRAME)
-        detections = [Detection(o.name, 1.0, tuple(o.position)) for o in world.object_poses()]
+        objects = (perception.objects() if perception is not None
+                   else ground_truth_objects(world))
+        detections = [Detection(o.label, o.score, tuple(o.position)) for o in objects]
         writer.add_frame(world.joint_positions().astype(np.float32), action,
                          slots.vector(detections, BASE_FRAME, BASE_FRAME),
                          {CAMERA: camera_frame(world, image_size)})
@@ -220,6 +243,12 @@ def main() -> int:
                    help="s the expert waits for the gripper to open (default: config/teleop.yaml)")
     p.add_argument("--grasp-yaw", choices=GRASP_YAWS, default=teleop["expert_grasp_yaw"],
                    help="finger axis of the expert's grasps (default: config/teleop.yaml)")
+    p.add_argument("--objects", choices=OBJECT_SOURCES, default="ground_truth",
+                   help="source of observation.environment_state: the true centres, or the "
+                        "detector and localization on each frame (what a policy sees on the "
+                        "graph; ~10x slower)")
+    p.add_argument("--detector-model", default="detector/detector.onnx",
+                   help="detector of --objects perception, under models/ or absolute")
     p.add_argument("--codec", choices=CODECS, default="libx264")
     p.add_argument("--crf", type=int, default=18,
                    help="quality; low keeps the few-pixel cubes of small frames sharp")
@@ -233,12 +262,18 @@ def main() -> int:
     video = VideoConfig(codec=args.codec, crf=args.crf)
     expert = ExpertConfig(close_time=args.close_time, open_time=args.open_time,
                           grasp_yaw=args.grasp_yaw)
+    perception = None
+    if args.objects == "perception":
+        detector = Path(args.detector_model).expanduser()
+        if not detector.is_absolute():
+            detector = model_file(args.detector_model, made_by="tools/train_detector.py")
+        perception = Perception(world, detector)
     kept, t0 = 0, time.perf_counter()
     with open_writer(args.out, args.fps, image_size, world.object_names, video) as writer:
         for i in range(args.episodes):
             spec = episode_spec(world, args.seed + i)
             out = record_episode(world, arm, writer, spec, expert, args.fps, image_size,
-                                 args.time_limit, args.tail)
+                                 args.time_limit, args.tail, perception)
             kept += out.kept
             print(f"episode seed {spec.seed:6d} {spec.instruction!r}: {out.frames} frames, "
                   + ("kept" if out.kept else f"DROPPED ({out.reason})"), flush=True)
