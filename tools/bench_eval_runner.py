@@ -14,15 +14,13 @@ core) and the joint_states rate it received.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 from armstack_common.machine import describe
-from armstack_common.testing import unique_domain_id
+from armstack_common.testing import measure_beside, unique_domain_id
 
 SOURCE = textwrap.dedent("""
     import time
@@ -86,14 +84,7 @@ RUNNER = textwrap.dedent("""
 
 def run_once(seconds: float) -> dict:
     env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id("bench_eval_runner")))
-    source = subprocess.Popen([sys.executable, "-c", SOURCE], env=env)
-    try:
-        out = subprocess.run([sys.executable, "-c", RUNNER, str(seconds)], env=env, check=True,
-                             capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        source.kill()
-        source.wait()
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_beside(SOURCE, RUNNER, [str(seconds)], env, timeout=seconds + 60)
 
 
 def main() -> int:

@@ -14,9 +14,7 @@ every run, the timer period's median / p99 / max.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -26,12 +24,12 @@ import numpy as np
 try:
     from armstack_common.executors import EXECUTOR_ENV, EXECUTOR_KINDS
     from armstack_common.machine import describe
-    from armstack_common.testing import unique_domain_id
+    from armstack_common.testing import measure_beside, unique_domain_id
 except ImportError:  # run from a source checkout without the packages installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros2_ws/src/armstack_common"))
     from armstack_common.executors import EXECUTOR_ENV, EXECUTOR_KINDS
     from armstack_common.machine import describe
-    from armstack_common.testing import unique_domain_id
+    from armstack_common.testing import measure_beside, unique_domain_id
 
 SOURCE = textwrap.dedent("""
     import sys, time
@@ -90,14 +88,7 @@ NODE = textwrap.dedent("""
 
 def run_once(kind: str, seconds: float) -> dict:
     env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id()), **{EXECUTOR_ENV: kind})
-    source = subprocess.Popen([sys.executable, "-c", SOURCE], env=env)
-    try:
-        out = subprocess.run([sys.executable, "-c", NODE, str(seconds)], env=env, check=True,
-                             capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        source.kill()
-        source.wait()
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_beside(SOURCE, NODE, [str(seconds)], env, timeout=seconds + 60)
 
 
 def main() -> int:

@@ -30,6 +30,7 @@ from armstack_eval.inprocess import (
     OBJECT_SOURCES,
     InProcessEvalConfig,
     InProcessEvaluator,
+    detector_path,
     summarize,
 )
 from armstack_eval.trace import EpisodeTrace, find_grasps
@@ -38,7 +39,6 @@ from armstack_policy.onnx_policy import RunnerConfig, load_policy
 from armstack_sim.world import SimConfig, SimWorld
 
 EXPORT_TOOL = "tools/train_policy.py then tools/export_policy.py"
-DETECTOR_TOOL = "tools/train_detector.py"
 
 
 def main() -> int:
@@ -82,7 +82,7 @@ def main() -> int:
         favour=args.favour, blend_steps=args.blend_steps,
         start_positions=sim_start_pose(args.start_pose)["start_positions"])
     policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
-    detector = _resolve(args.detector_model, DETECTOR_TOOL) if args.objects == "perception" else None
+    detector = detector_path(args.detector_model) if args.objects == "perception" else None
     scene = {name: tuple(value) for name, value in
              (("workspace_x", args.workspace_x), ("workspace_y", args.workspace_y)) if value}
     try:

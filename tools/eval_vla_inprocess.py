@@ -38,12 +38,12 @@ for _pkg in ("armstack_common", "armstack_sim", "armstack_policy", "armstack_eva
              "armstack_detector", "armstack_localization", "armstack_ik"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
-from armstack_common.paths import model_file  # noqa: E402
 from armstack_common.servo_config import load_default_servo_config  # noqa: E402
 from armstack_eval.inprocess import (  # noqa: E402
     OBJECT_SOURCES,
     JointTargets,
     Perception,
+    detector_path,
     ground_truth_objects,
 )
 from armstack_policy.actions import ActionLayout  # noqa: E402
@@ -230,10 +230,7 @@ def main() -> int:
     if runner.card.object_classes:
         perception = None
         if cfg.objects == "perception":
-            detector = Path(args.detector_model).expanduser()
-            if not detector.is_absolute():
-                detector = model_file(args.detector_model, made_by="tools/train_detector.py")
-            perception = Perception(world, detector)
+            perception = Perception(world, detector_path(args.detector_model))
         objects = ObjectSlotSource(world, runner.card, perception)
     results = []
     for i in range(cfg.episodes):

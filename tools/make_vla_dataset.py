@@ -56,11 +56,11 @@ from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
 from armstack_common.servo_config import load_default_servo_config  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
-from armstack_common.paths import model_file  # noqa: E402
 from armstack_eval.inprocess import (  # noqa: E402
     OBJECT_SOURCES,
     JointTargets,
     Perception,
+    detector_path,
     ground_truth_objects,
     node_params,
 )
@@ -264,10 +264,7 @@ def main() -> int:
                           grasp_yaw=args.grasp_yaw)
     perception = None
     if args.objects == "perception":
-        detector = Path(args.detector_model).expanduser()
-        if not detector.is_absolute():
-            detector = model_file(args.detector_model, made_by="tools/train_detector.py")
-        perception = Perception(world, detector)
+        perception = Perception(world, detector_path(args.detector_model))
     kept, t0 = 0, time.perf_counter()
     with open_writer(args.out, args.fps, image_size, world.object_names, video) as writer:
         for i in range(args.episodes):

@@ -3,11 +3,13 @@
 `NodeProcess` runs a command in its own session with its output in a log file and stops it
 as `ros2 launch` does (SIGINT, then SIGKILL). `Probe` is an rclpy node of the test process in
 its own Context. `unique_domain_id` keeps test modules and parallel runs on separate domains.
+`measure_beside` runs a measuring script while a source script publishes (the benchmarks').
 rclpy is imported inside `Probe` only, so this module imports without ROS.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,6 +58,20 @@ def node_command(package: str, executable: str) -> list[str]:
     except (ImportError, PackageNotFoundError):
         pass
     return [sys.executable, "-m", f"{package}.{executable}"]
+
+
+def measure_beside(source: str, measured: str, args: Sequence[str], env: Mapping[str, str],
+                   timeout: float) -> dict:
+    """Run the Python code `source` in a process of its own while `measured` runs with `args`;
+    the JSON of measured's last line of output. source is killed after."""
+    feeder = subprocess.Popen([sys.executable, "-c", source], env=dict(env))
+    try:
+        out = subprocess.run([sys.executable, "-c", measured, *args], env=dict(env), check=True,
+                             capture_output=True, text=True, timeout=timeout)
+    finally:
+        feeder.kill()
+        feeder.wait()
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 class NodeProcess:

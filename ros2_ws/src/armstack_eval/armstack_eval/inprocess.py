@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from armstack_camera.calibration import CameraModel
-from armstack_common.paths import config_file, urdf_path
+from armstack_common.paths import config_file, model_file, urdf_path
 from armstack_common.servo_config import load_default_servo_config
 from armstack_detector.node_config import DetectorNodeConfig
 from armstack_detector.onnx_runner import OnnxDetector
@@ -46,6 +46,7 @@ from armstack_sim.world import SimWorld
 from armstack_eval.trace import EpisodeTrace
 
 OBJECT_SOURCES = ("perception", "ground_truth")
+DETECTOR_TOOL = "tools/train_detector.py"  # makes the detector model perception runs
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,13 @@ def node_params(config_name: str, node: str) -> dict:
     """A node's ros__parameters in config/<config_name> (the launch files' parameter files)."""
     raw = yaml.safe_load(config_file(config_name).read_text(encoding="utf-8"))
     return raw[f"/**/{node}"]["ros__parameters"]
+
+
+def detector_path(value: str) -> Path:
+    """A detector model: an absolute or ~ path as given, else a file under models/ (the error
+    names the tool that makes it)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else model_file(value, made_by=DETECTOR_TOOL)
 
 
 class Perception:

@@ -180,13 +180,14 @@ def test_object_token_vla_trains_exports_and_is_evaluated_with_perception(
     assert episode["inferences"] == 3
 
 
-def test_object_slots_in_the_evaluation_come_from_perception():
+def test_object_slots_in_the_evaluation_come_from_perception(monkeypatch):
     """After a second of frames, the detector and localization on the rendered RGB-D frames put
     each cube's slot within a centimetre of where the simulator has it."""
     from armstack_common.paths import model_file
     from armstack_eval.inprocess import Perception
     from armstack_sim.world import SimWorld
 
+    monkeypatch.syspath_prepend(str(TOOLS))  # the tool imports make_vla_dataset beside it
     tool = _tool("eval_vla_inprocess")
     card = SimpleNamespace(object_classes=("red_cube", "green_cube", "blue_cube"),
                            object_fields=("x", "y", "z", "present"), object_hold=0.5)
