@@ -43,6 +43,7 @@ from armstack_eval.inprocess import (  # noqa: E402
     OBJECT_SOURCES,
     JointTargets,
     Perception,
+    camera_frames,
     detector_path,
     ground_truth_objects,
 )
@@ -149,9 +150,7 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJo
     runner.reset()
     if objects is not None:
         objects.reset()
-        frame_steps = max(1, round(card.dt / world.timestep))
-        for i in range(round(cfg.lead_in / card.dt)):
-            world.step(frame_steps)
+        for i in camera_frames(world, round(cfg.lead_in / card.dt), card.fps):
             objects.frame(-cfg.lead_in + i * card.dt)
     buffer = ChunkBuffer(ChunkBufferConfig(
         mode="receding_horizon", chunk_size=card.chunk_size, action_dim=card.action_dim,

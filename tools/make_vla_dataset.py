@@ -10,10 +10,10 @@ observation.images.<camera> = the calibrated camera's frame, observation.environ
 the true cube centres, or with `--objects perception` the cubes as the perception stack
 localizes them in that frame (the detector and localization nodes' logic on the rendered RGB-D
 frame, after a lead-in that lets the tracker confirm them, as the recorder records the
-localization's output: a cube in the gripper is then often not seen). Perception costs a detector
-run per frame: ~10x the time per episode on a 2-core CPU. action = the expert's ee_command (x, y, z, qx, qy, qz, qw, gripper;
-qw >= 0), task = the instruction. Only episodes where the named cube ends in the bin and no
-other cube does are kept.
+localization's output: a cube in the gripper is then often not seen). Perception costs a
+detector run per frame: ~10x the time per episode on a 2-core CPU. action = the expert's
+ee_command (x, y, z, qx, qy, qz, qw, gripper; qw >= 0), task = the instruction. Only episodes
+where the named cube ends in the bin and no other cube does are kept.
 
 What the policy sees and does here is what it will see and do in the graph:
 - The expert's commands go through the IK node's controller and the servos' motion profiles
@@ -60,6 +60,7 @@ from armstack_eval.inprocess import (  # noqa: E402
     OBJECT_SOURCES,
     JointTargets,
     Perception,
+    camera_frames,
     detector_path,
     ground_truth_objects,
     node_params,
@@ -158,12 +159,9 @@ def record_episode(world: SimWorld, arm: ArmPath, writer: LeRobotDatasetWriter,
     world.reset(spec.seed)
     if perception is not None:
         perception.reset()
-        for _ in range(round(lead_in * fps)):  # the arm at rest, the camera running
-            world.step(max(1, round(1.0 / (fps * world.timestep))))
+        for _ in camera_frames(world, round(lead_in * fps), fps):  # the arm at rest
             perception.objects()
-        start = world.time
-    else:
-        start = 0.0
+    start = world.time  # after the lead-in
     arm.reset(world)
     expert = PickPlaceExpert(expert_config, world.bin_center, world.config.bin_inner_size,
                              [spec.target])

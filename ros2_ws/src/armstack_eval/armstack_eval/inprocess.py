@@ -22,6 +22,7 @@ held for `settle` s, or at `time_limit` s of simulated time.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,6 +118,15 @@ def node_params(config_name: str, node: str) -> dict:
     """A node's ros__parameters in config/<config_name> (the launch files' parameter files)."""
     raw = yaml.safe_load(config_file(config_name).read_text(encoding="utf-8"))
     return raw[f"/**/{node}"]["ros__parameters"]
+
+
+def camera_frames(world: SimWorld, frames: int, fps: float) -> Iterator[int]:
+    """Advance the world `frames` camera frames (1/fps s of physics each), the arm holding its
+    targets; yields each frame's index once its physics is done (a perception lead-in)."""
+    steps = max(1, round(1.0 / (fps * world.timestep)))
+    for i in range(frames):
+        world.step(steps)
+        yield i
 
 
 def detector_path(value: str) -> Path:
@@ -264,9 +274,7 @@ class InProcessEvaluator:
         buffer = ChunkBuffer(self.buffer_config)
         if cfg.start_positions:
             world.set_joint_targets(np.array(cfg.start_positions))
-        frame_steps = max(1, round(1.0 / (cfg.camera_fps * world.timestep)))
-        for _ in range(max(1, round(cfg.lead_in * cfg.camera_fps))):
-            world.step(frame_steps)
+        for _ in camera_frames(world, max(1, round(cfg.lead_in * cfg.camera_fps)), cfg.camera_fps):
             if self.perception is not None:
                 self.perception.objects()
         self.joint_targets.reset(world.joint_positions())

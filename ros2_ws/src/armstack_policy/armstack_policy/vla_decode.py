@@ -49,7 +49,6 @@ from armstack_policy.onnx_policy import (
     RunnerConfig,
     card_object_slots,
     find_card,
-    is_vla_card,  # noqa: F401 - part of this module's interface too
 )
 from armstack_policy.runtime import PolicyNotReady
 from armstack_policy.vla_tokens import (

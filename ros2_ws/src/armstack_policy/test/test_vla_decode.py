@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from armstack_policy.onnx_policy import CardError
+from armstack_policy.onnx_policy import CardError, is_vla_card
 from armstack_policy.vla_decode import (
     NoInstructionError,
     VLACard,
@@ -15,7 +15,6 @@ from armstack_policy.vla_decode import (
     VLARunner,
     choose_tokens,
     decode_tokens,
-    is_vla_card,
     masked_logits,
 )
 from armstack_policy.vla_tokens import WordTokenizer
