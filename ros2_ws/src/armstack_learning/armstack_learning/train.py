@@ -317,9 +317,12 @@ def train(cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
         if ckpt is None and cfg.init_from is not None:
             source = init = load_checkpoint(cfg.init_from, cfg.policy)
         if source is not None:
-            if config_summary(policy_cfg) != source["policy_config"]:
-                logger.warning("the checkpoint's policy config is used, the one given now "
-                               "differs and is ignored")
+            # Compared completed, as the checkpoint's was: a VLA's vocabulary comes from the data.
+            given = config_summary(prepare_config(cfg.policy, policy_cfg, cfg.dataset))
+            differ = sorted(k for k in given if given[k] != source["policy_config"].get(k))
+            if differ:
+                logger.warning("the checkpoint's policy config is used; given now and ignored: "
+                               "%s", ", ".join(f"{k}={given[k]!r}" for k in differ))
             policy_cfg = config_from_dict(source["kind"], source["policy_config"])
             layout = _source_layout(source, layout, fine_tune=ckpt is None)
         return _Trainer(cfg, policy_cfg, layout, info, device, ckpt, init).run()

@@ -75,6 +75,27 @@ def test_resume_without_checkpoint_starts_fresh_and_at_end_does_nothing(
               tiny_act_config(), layout, resume=True)
 
 
+def test_resume_names_the_given_config_keys_it_ignores(tmp_path, dataset_root, layout,
+                                                      tiny_act_config, vla_dataset_root,
+                                                      vla_layout, caplog):
+    cfg = _config(dataset_root, tmp_path / "act", "act", steps=2)
+    train(cfg, tiny_act_config(), layout)
+    with caplog.at_level("WARNING", logger="armstack_learning.train"):
+        train(cfg, tiny_act_config(dropout=0.25), layout, resume=True)
+    assert "ignored: dropout=0.25" in caplog.text
+    # the tool gives a VLA config without the vocabulary the checkpoint's was completed with
+    from armstack_learning.vla import VLAConfig
+    given = VLAConfig(image_size=(32, 32), stem_channels=(8, 8), patch_size=2, dim_model=32,
+                      n_heads=2, n_layers=1, dim_feedforward=64, chunk_size=2, n_action_steps=1,
+                      max_instruction_tokens=8, object_loss_weight=0.0)
+    vla = _config(vla_dataset_root, tmp_path / "vla", "vla", steps=1, batch_size=2)
+    train(vla, given, vla_layout)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="armstack_learning.train"):
+        train(vla, given, vla_layout, resume=True)
+    assert "ignored" not in caplog.text
+
+
 def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
         tmp_path, dataset_root, layout, tiny_act_config):
     source = train(_config(dataset_root, tmp_path / "a", "act"), tiny_act_config(), layout)
