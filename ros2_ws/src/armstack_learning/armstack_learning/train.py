@@ -343,6 +343,18 @@ def _source_layout(source: dict, given: FeatureLayout, fine_tune: bool) -> Featu
     return replace(layout, objects=replace(layout.objects, hold=given.objects.hold))
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log records after `step`: a run stopped between checkpoints logged steps that
+    its resumption trains and logs again."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+        logger.info("%s: %d record(s) after step %d dropped", path, len(lines) - len(kept), step)
+        path.write_text("".join(kept), encoding="utf-8")
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, policy_cfg: PolicyConfig, layout: FeatureLayout,
                  info: DistInfo, device: torch.device, ckpt: dict | None,
@@ -371,6 +383,8 @@ class _Trainer:
                                "with the checkpoint's normalization on the new data",
                                ckpt["dataset"]["path"])
             self._restore(ckpt)
+            if info.is_main:
+                _truncate_log(self.out / LOG_FILE, self.step)
         else:
             if init is not None:
                 # Raw weights, not the EMA: the new run's own EMA starts from them.

@@ -52,6 +52,9 @@ def test_resume_continues_exactly(tmp_path, dataset_root, layout, tiny_act_confi
     straight = train(_config(dataset_root, tmp_path / "a", kind, **extra), cfg, layout)
     _ = train(_config(dataset_root, tmp_path / "b", kind, stop_at=3, **extra), cfg, layout)
     assert latest_checkpoint(tmp_path / "b").name == "step_000000003.pt"
+    # as if the run had gone on past its checkpoint and been killed: resuming logs step 4 again
+    with open(tmp_path / "b" / "train_log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
     resumed = train(_config(dataset_root, tmp_path / "b", kind, **extra), cfg, layout, resume=True)
     a = torch.load(straight, weights_only=False)
     b = torch.load(resumed, weights_only=False)
