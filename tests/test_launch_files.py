@@ -53,10 +53,12 @@ def test_every_launch_file_plans_with_its_defaults(capsys, file):
 
 def test_record_passes_its_seed_and_miss_rate_to_the_expert_and_can_skip_video(capsys):
     nodes = plan(capsys, "record.launch.yaml", "seed:=601", "expert_miss_rate:=0.3",
-                 "record_images:=false")
+                 "expert_start_at_miss:=true", "record_images:=false")
     assert "'expert_miss_rate': 0.3" in nodes["teleop_node"]
+    assert "'expert_start_at_miss': True" in nodes["teleop_node"]
     assert "'expert_seed': 601" in nodes["teleop_node"]  # the misses follow the layouts' seed
     assert "'record_images': False" in nodes["recorder_node"]
     defaults = plan(capsys, "record.launch.yaml")
     assert "'expert_miss_rate': 0.0" in defaults["teleop_node"]
+    assert "'expert_start_at_miss': False" in defaults["teleop_node"]
     assert "'record_images': True" in defaults["recorder_node"]

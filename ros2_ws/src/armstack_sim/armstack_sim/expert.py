@@ -141,6 +141,9 @@ class ExpertAction:
     phase: str
     target: str | None  # the cube being handled
     done: bool = False
+    # Part of a deliberate miss (its approach, descent and close): a command aimed beside the
+    # cube on purpose, which a policy must not learn; what follows it (open, retry) it should.
+    deliberate: bool = False
 
 
 class Phase(enum.Enum):
@@ -265,10 +268,14 @@ class PickPlaceExpert:
         bin_inner_size: float,
         targets: Sequence[str],
         rng: np.random.Generator | None = None,
+        forced_miss: str | None = None,
     ) -> None:
-        """`rng` draws the deliberate misses (ExpertConfig.miss_rate); default seed 0."""
+        """`rng` draws the deliberate misses (ExpertConfig.miss_rate); default seed 0.
+        `forced_miss`: a target whose first attempt misses whatever miss_rate says."""
         if not targets:
             raise ValueError("PickPlaceExpert needs at least one target object")
+        if forced_miss is not None and forced_miss not in targets:
+            raise ValueError(f"PickPlaceExpert forced_miss {forced_miss!r} is not a target")
         self.config = config
         self.bin_center = np.asarray(bin_center, dtype=float)  # (3,) bin floor centre
         self._slots = _bin_slots(
@@ -291,6 +298,7 @@ class PickPlaceExpert:
         self._rng = rng if rng is not None else np.random.default_rng(0)
         self._aim_offset = np.zeros(3)  # (3,) from the cube centre to where this attempt aims
         self.misses = 0  # deliberate misses so far
+        self._forced_miss = forced_miss
 
     def act(self, obs: ExpertObservation) -> ExpertAction:
         """Next ee target and gripper opening for this observation."""
@@ -305,6 +313,8 @@ class PickPlaceExpert:
             phase=self.phase.value,
             target=self.target,
             done=self.phase is Phase.DONE,
+            deliberate=bool(self._aim_offset.any())
+            and self.phase in (Phase.APPROACH, Phase.DESCEND, Phase.CLOSE),
         )
 
     def _phase_complete(self, obs: ExpertObservation) -> bool:
@@ -395,7 +405,9 @@ class PickPlaceExpert:
         self.target = self._pending[0]
         self.attempts[self.target] += 1
         self._aim_offset = np.zeros(3)
-        if self.attempts[self.target] == 1 and self._rng.random() < self.config.miss_rate:
+        forced = self.target == self._forced_miss
+        if self.attempts[self.target] == 1 and (self._rng.random() < self.config.miss_rate
+                                                 or forced):
             position = obs.objects[self.target].position
             radial = position[:2] / max(float(np.linalg.norm(position[:2])), 1e-9)
             sign = 1.0 if self._rng.random() < 0.5 else -1.0

@@ -247,6 +247,31 @@ def test_deliberate_misses_aim_radially_beside_the_cube_then_retry_on_it() -> No
     assert expert.attempts == {name: 2 for name in start}
 
 
+def test_a_forced_miss_is_flagged_deliberate_until_its_grasp_has_closed() -> None:
+    cubes = [_cube("red_cube", 0.25, 0.05), _cube("green_cube", 0.3, 0.15)]
+    world = _IdealWorld(cubes, sticky=True)
+    expert = PickPlaceExpert(ExpertConfig(pick_order="listed"), BIN, BIN_SIZE,
+                             [c.name for c in cubes], forced_miss="green_cube")
+    flagged: list[tuple[str, str | None, int]] = []  # (phase, target, attempt) of each command
+    t = 0.0
+    while t < 120.0:
+        action = expert.act(world.observe(t))
+        if action.deliberate:
+            flagged.append((action.phase, action.target, expert.attempts[action.target]))
+            assert np.linalg.norm(action.ee_pose[:2, 3] - cubes[1].position[:2]) > 0.01 \
+                or action.phase == "approach"  # the approach starts where the last move ended
+        if action.done:
+            break
+        world.apply(action.ee_pose, action.gripper)
+        t += 0.02
+    assert expert.misses == 1 and sorted(expert.delivered) == ["green_cube", "red_cube"]
+    # green's first approach, descent and close, and nothing else
+    assert {f[0] for f in flagged} == {"approach", "descend", "close"}
+    assert {(f[1], f[2]) for f in flagged} == {("green_cube", 1)}
+    with pytest.raises(ValueError, match="forced_miss 'blue_cube' is not a target"):
+        PickPlaceExpert(ExpertConfig(), BIN, BIN_SIZE, ["red_cube"], forced_miss="blue_cube")
+
+
 def test_without_miss_rate_no_grasp_is_aimed_beside_a_cube() -> None:
     cubes = [_cube("red_cube", 0.25, 0.05), _cube("blue_cube", 0.2, -0.1)]
     world = _IdealWorld(cubes, sticky=True)

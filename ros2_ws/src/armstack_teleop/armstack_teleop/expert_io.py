@@ -114,7 +114,7 @@ class ExpertSource:
 
     def report(self, report: DiagnosticReport) -> None:
         report.add("expert_phase", self.session.phase.value)
-        if self.session.phase is Phase.RUNNING and self.session.config.max_observation_age < (
-            self.node.now() - self._objects_stamp
-        ):
+        age = self.node.now() - self._objects_stamp
+        if self.session.phase in (Phase.MISSING, Phase.RUNNING) and \
+                age > self.session.config.max_observation_age:
             report.raise_to(Level.WARN, "sim/ground_truth is stale")

@@ -11,6 +11,11 @@ graph measures: object poses from `sim/ground_truth` and the ee pose by FK of `j
 person's (teleop -> IK -> driver) and the recorder records them the same way.
 
 A take that the operator ends from outside (key, service) is followed by a reset too.
+
+With `start_at_miss` the expert first misses one cube (drawn per take) on purpose, unrecorded,
+and the take starts once that grasp has closed beside the cube: it shows the way back from a
+failed grasp (open, approach again, grasp) and the rest of the task, but not the deliberate
+miss. Recorded, a miss is a command a policy learns to copy; what follows is what it lacks.
 Times are float seconds of one clock (the node's ROS clock; object stamps come from it too).
 Plain module: no rclpy.
 """
@@ -50,6 +55,8 @@ class ExpertSessionConfig:
     keep_failures: bool = False  # save takes that end with a cube outside the bin
     # Of the expert's deliberate misses (ExpertConfig.miss_rate) over the session; -1 draws one.
     seed: int = 0
+    # Takes start after a deliberate miss of one cube, drawn per take (see the module doc).
+    start_at_miss: bool = False
     # s between attempts when sim/reset fails; short, as at start the service is often not yet
     # discovered, and an attempt costs nothing while it is missing.
     reset_retry_period: float = 0.5
@@ -64,6 +71,9 @@ class ExpertSessionConfig:
         for name in ("bin_floor_height", "settle_after_reset"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"ExpertSessionConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.start_at_miss and not self.expert.miss_offset > 0.0:
+            raise ValueError("ExpertSessionConfig.start_at_miss needs ExpertConfig.miss_offset > 0 "
+                             "(a miss that aims at the cube is no miss)")
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class Phase(enum.Enum):
     NEED_RESET = "need_reset"
     RESETTING = "resetting"  # sim/reset called, no answer yet
     SETTLING = "settling"
+    MISSING = "missing"  # start_at_miss: the unrecorded deliberate miss before the take
     RUNNING = "running"
     STOPPED = "stopped"
 
@@ -103,6 +114,7 @@ class ExpertSession:
         self._retry_at = float("-inf")
         self._reset_at = 0.0
         self._take_started = 0.0
+        self._missed = False  # start_at_miss: the deliberate miss has been commanded
         self._holding = False  # observations went stale during the take
         self.results: list[dict[str, bool]] = []  # per finished take: cube -> in the bin
         self._rng = np.random.default_rng(None if config.seed == -1 else config.seed)
@@ -142,7 +154,7 @@ class ExpertSession:
         if self.phase is Phase.SETTLING and self._observed_after_reset(now, obs):
             assert obs is not None
             return self._begin(now, status, obs)
-        if self.phase is Phase.RUNNING:
+        if self.phase in (Phase.MISSING, Phase.RUNNING):
             return self._run(now, obs)
         return ExpertStep()
 
@@ -152,21 +164,29 @@ class ExpertSession:
         return min(obs.objects_stamp, obs.state_stamp) > self._reset_at
 
     def _begin(self, now: float, status: EpisodeStatus, obs: Observation) -> ExpertStep:
+        # A take an operator already started is adopted rather than restarted (and has no
+        # unrecorded miss before it).
+        idle = status.state is State.IDLE
+        forced = (str(self._rng.choice(sorted(obs.objects)))
+                  if self.config.start_at_miss and idle else None)
         self._expert = PickPlaceExpert(
             self.config.expert, self.bin_floor_center, self.config.bin_inner_size, sorted(obs.objects),
-            rng=self._rng,
+            rng=self._rng, forced_miss=forced,
         )
-        self.phase, self._take_started, self._holding = Phase.RUNNING, now, False
+        self.phase = Phase.MISSING if forced else Phase.RUNNING
+        self._take_started, self._holding, self._missed = now, False, False
         action = self._expert.act(self._expert_observation(now, obs))
-        # A take an operator already started is adopted rather than restarted.
-        event = Event.START if status.state is State.IDLE else None
-        return ExpertStep(action=action, event=event, note=f"expert: {len(obs.objects)} objects")
+        note = f"expert: {len(obs.objects)} objects"
+        if forced:
+            return ExpertStep(action=action, note=f"{note}; missing {forced} before the take starts")
+        return ExpertStep(action=action, event=Event.START if idle else None, note=note)
 
     def _run(self, now: float, obs: Observation | None) -> ExpertStep:
         assert self._expert is not None
         if now - self._take_started > self.config.time_limit:
+            started = self.phase is Phase.RUNNING
             self.phase, self._expert = Phase.NEED_RESET, None
-            return ExpertStep(event=Event.DISCARD,
+            return ExpertStep(event=Event.DISCARD if started else None,
                               note=f"expert: take exceeded {self.config.time_limit:g} s, discarded")
         if obs is None or now - min(obs.objects_stamp, obs.state_stamp) > self.config.max_observation_age:
             # Said once per stale spell, not at every tick.
@@ -179,6 +199,8 @@ class ExpertSession:
         else:
             note = None
         action = self._expert.act(self._expert_observation(now, obs))
+        if self.phase is Phase.MISSING:
+            return self._after_miss(action, note)
         if not action.done:
             return ExpertStep(action=action, note=note)
         in_bin = {name: self.in_bin(pose) for name, pose in obs.objects.items()}
@@ -193,6 +215,20 @@ class ExpertSession:
                           for name in missed)
         note = f"expert done but {missed} not in the bin ({where} m): discarded"
         return ExpertStep(action=action, event=Event.DISCARD, note=note)
+
+    def _after_miss(self, action: ExpertAction, note: str | None) -> ExpertStep:
+        """start_at_miss: the take starts with the first command after the deliberate miss."""
+        if action.deliberate:
+            self._missed = True
+            return ExpertStep(action=action, note=note)
+        if not self._missed and not action.done:
+            return ExpertStep(action=action, note=note)
+        if action.done:  # cannot happen (the forced miss is always retried); not a take
+            self.phase, self._expert = Phase.NEED_RESET, None
+            return ExpertStep(action=action, note="expert done before its deliberate miss")
+        self.phase = Phase.RUNNING
+        return ExpertStep(action=action, event=Event.START,
+                          note=f"expert missed {action.target} on purpose: the take starts")
 
     @staticmethod
     def _expert_observation(now: float, obs: Observation) -> ExpertObservation:

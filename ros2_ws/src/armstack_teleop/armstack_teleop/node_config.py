@@ -102,6 +102,9 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("expert_max_grasp_offset", 0.01, "a cube centre farther than this from the closed "
               "fingers' axis is an edge grasp: the expert opens and grasps again", "m", (0.001, 0.1),
               read_only=True),
+    ParamSpec("expert_start_at_miss", False, "start each take after an unrecorded deliberate miss of one "
+              "cube: the take shows the recovery from a failed grasp but not the miss itself",
+              read_only=True),
     ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses; -1 draws one (as the "
               "simulator's seed)", range=(-1, 2**31 - 1), read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
@@ -187,6 +190,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
             max_grasp_offset=float(values["expert_max_grasp_offset"]),
         ),
         seed=int(values["expert_seed"]),
+        start_at_miss=bool(values["expert_start_at_miss"]),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
         bin_inner_size=float(values["bin_inner_size"]),

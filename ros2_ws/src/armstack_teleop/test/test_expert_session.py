@@ -70,6 +70,7 @@ class Run:
         self.notes: list[str] = []
         self.resets = 0
         self.commanded_ticks = 0
+        self.deliberate: list[tuple[State, bool]] = []  # per command: episode state, flag
 
     def step(self, reset_ok: bool = True, stale: bool = False) -> None:
         obs = self.world.observe(self.now - 1.0 if stale else self.now)
@@ -82,6 +83,7 @@ class Run:
         if step.action is not None:
             self.world.apply(step.action.ee_pose, step.action.gripper)
             self.commanded_ticks += 1
+            self.deliberate.append((self.episodes.state, step.action.deliberate))
         if step.request_reset:
             self.resets += 1
             self.session.reset_done(self.now, reset_ok, "episode reset" if reset_ok else "no simulator")
@@ -109,6 +111,24 @@ def test_a_take_from_reset_to_save() -> None:
     assert 2.0 < run.now - started < 20.0
     run.step()
     assert run.resets == 2  # the next take begins with a new scene
+
+
+def test_start_at_miss_starts_the_take_after_the_deliberate_miss() -> None:
+    run = Run(fast_config(expert_start_at_miss=True), target=2)
+    run.until(lambda: run.events)
+    assert run.events == [Event.START]
+    assert any("missing red_cube before the take starts" in n for n in run.notes)
+    assert any("missed red_cube on purpose: the take starts" in n for n in run.notes)
+    before = [flag for state, flag in run.deliberate]
+    # the miss was commanded, none of it while recording (this tick's command starts the take)
+    assert any(before) and not before[-1]
+    run.until(lambda: len(run.events) == 2)
+    assert run.events == [Event.START, Event.SAVE]
+    assert run.session.results == [{"red_cube": True}]
+    recorded = [flag for state, flag in run.deliberate if state is State.RECORDING]
+    assert recorded and not any(recorded)
+    with pytest.raises(ValueError, match="start_at_miss needs ExpertConfig.miss_offset > 0"):
+        fast_config(expert_start_at_miss=True, expert_miss_offset=0.0)
 
 
 def test_the_session_stops_after_the_target() -> None:
