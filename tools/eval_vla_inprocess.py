@@ -19,6 +19,11 @@ Success: the named cube rests in the bin and no other cube does, when the episod
 named cube has rested in the bin for --settle s, or --time-limit passed).
 
     python tools/eval_vla_inprocess.py --model models/vla_pick/policy.onnx --episodes 100
+        --trace-dir out/vla_traces     # every step saved; each failure's grasps printed
+
+With --trace-dir a failed episode prints each grasp: where the gripper closed, how far from
+the nearest cube, and what came up (armstack_eval.trace; tools/grasp_report.py reads the
+traces of many episodes).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from armstack_eval.inprocess import (  # noqa: E402
     detector_path,
     ground_truth_objects,
 )
+from armstack_eval.trace import EpisodeTrace, find_grasps  # noqa: E402
 from armstack_policy.actions import ActionLayout  # noqa: E402
 from armstack_policy.chunk_buffer import ChunkBuffer, ChunkBufferConfig  # noqa: E402
 from armstack_policy.observation import (  # noqa: E402
@@ -141,7 +147,9 @@ def observation(world: SimWorld, runner: VLARunner,
 
 def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJoints,
                 runner: VLARunner, objects: ObjectSlotSource | None,
-                seed: int, template: str, cfg: EvalConfig) -> EpisodeResult:
+                seed: int, template: str, cfg: EvalConfig,
+                trace: EpisodeTrace | None = None) -> EpisodeResult:
+    """One episode; `trace`, if given, gets every control step (armstack_eval.trace)."""
     card = runner.card
     spec = episode_spec(world, seed, (template,))
     target, instruction = spec.target, spec.instruction
@@ -173,6 +181,8 @@ def run_episode(world: SimWorld, joint_targets: JointTargets, servos: ProfiledJo
         goals, ok = joint_targets(action, world.joint_positions(), now)
         ik_failures += not ok
         servos.set_goals(goals)
+        if trace is not None:
+            trace.add_world(now, world, float(action[-1]))  # the gripper is the last element
         servos.drive(world, card.dt)
         step += 1
         rested = rested + card.dt if world.object_in_bin(target) else 0.0
@@ -212,6 +222,9 @@ def main() -> int:
                    help="detector of --objects perception, under models/ or absolute")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, help="write the per-episode results and summary here")
+    p.add_argument("--trace-dir", type=Path,
+                   help="save each episode's step-by-step trace here (episode_SEED.npz, "
+                        "armstack_eval.trace.EpisodeTrace) and print a failure's grasps")
     p.add_argument("--update-card", action="store_true",
                    help="store the summary as the evaluation of model_card.json and MODEL_CARD.md")
     args = p.parse_args()
@@ -232,15 +245,23 @@ def main() -> int:
             perception = Perception(world, detector_path(args.detector_model))
         objects = ObjectSlotSource(world, runner.card, perception)
     results = []
+    if args.trace_dir:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
     for i in range(cfg.episodes):
         template = cfg.templates[i % len(cfg.templates)]
+        trace = EpisodeTrace(world.object_names) if args.trace_dir else None
         r = run_episode(world, joint_targets, servos, runner, objects, cfg.seed + i, template,
-                        cfg)
+                        cfg, trace)
         results.append(r)
         print(f"episode {i:3d} seed {r.seed}: {'success' if r.success else 'FAIL   '} "
               f"{r.instruction!r}, in bin {[n for n, v in r.in_bin.items() if v]}, "
               f"sim {r.sim_time:4.1f} s, inference {r.inference_ms_mean:5.1f} ms, "
               f"ik failures {r.ik_failures}", flush=True)
+        if trace is not None:
+            trace.save(args.trace_dir / f"episode_{r.seed}.npz")
+            if not r.success:
+                for grasp in find_grasps(trace):
+                    print(f"    grasp {grasp.describe()}", flush=True)
     summary = summarize(results, args.model.with_name(CARD_FILE))
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -89,8 +89,12 @@ def test_inprocess_evaluation_runs_an_episode(vla_model, tmp_path):
     shutil.copytree(vla_model, model)
     done = _run([TOOLS / "eval_vla_inprocess.py", "--model", model / "policy.onnx",
                  "--episodes", "1", "--time-limit", "0.5", "--json", tmp_path / "eval.json",
-                 "--update-card"])
+                 "--update-card", "--trace-dir", tmp_path / "traces"])
     assert done.returncode == 0, done.stderr[-3000:]
+    from armstack_eval.trace import EpisodeTrace
+    trace = EpisodeTrace.load(next((tmp_path / "traces").glob("episode_*.npz")))
+    assert len(trace) == 5 and trace.object_names  # one row per 10 Hz control step
+    assert np.isfinite(trace.table).all()  # a VLA commands the gripper at every step
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["summary"]["episodes"] == 1 and result["summary"]["inference_hz"] > 0
     episode = result["episodes"][0]
