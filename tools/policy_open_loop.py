@@ -22,9 +22,16 @@ also prints how much the chunk follows cubes it should ignore: at each checked c
 the demonstration picks only after that chunk (armstack_learning.augment.waiting_slots) is
 moved by D along +x, -x, +y and -y in turn, and the largest x/y move of the chunk's first
 --horizon positions, over D, is that cube's gain (0: ignored, as it should be; 1: followed as
-much as the cube moved). Models with camera inputs
-are not supported here (the errors would need the videos decoded at every step; evaluate them
-in closed loop).
+much as the cube moved). It also prints the end-effector position error by chunk step: a
+chunk right at its first steps and wrong at its last has learnt to continue the motion it is
+in, not where to go.
+
+Models with camera inputs get each checked frame (and its history) decoded from the episode's
+video and resized as the policy node resizes camera frames; a VLA also gets the episode's task
+as its instruction (greedy decoding).
+
+    python tools/policy_open_loop.py --policy-model VLA/policy.onnx --dataset DATA \
+        --episodes 0,1,2 --stride 15
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from armstack_learning.features import (  # noqa: E402
     hold_last_seen,
 )
 from armstack_learning.augment import gripper_closed, waiting_slots  # noqa: E402
+from armstack_policy.observation import IMAGE_PREFIX, image_feature  # noqa: E402
 from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
+from armstack_policy.vla_decode import VLARunner  # noqa: E402
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
 
 
@@ -58,12 +67,38 @@ def history(values: np.ndarray, t: int, n_obs: int) -> np.ndarray:
     return values[idx]
 
 
+class CameraFrames:
+    """An episode's camera frames as the policy sees them, decoded when first asked for."""
+
+    def __init__(self, reader: LeRobotDatasetReader, episode: int, timestamps: np.ndarray,
+                 cameras: tuple[tuple[str, int, int], ...]) -> None:
+        self._reader, self._episode, self._timestamps = reader, episode, timestamps
+        self._cameras = cameras  # (name, H, W) each
+        self._cache: dict[tuple[str, int], np.ndarray] = {}  # (camera, frame) -> (3, H, W)
+
+    def history(self, t: int, n_obs: int) -> dict[str, np.ndarray]:
+        """{image key: (n_obs, 3, H, W)} for frames t - n_obs + 1 .. t (clipped as history)."""
+        idx = np.clip(np.arange(t - n_obs + 1, t + 1), 0, None)
+        out = {}
+        for name, h, w in self._cameras:
+            key = IMAGE_PREFIX + name
+            todo = sorted({int(i) for i in idx if (name, int(i)) not in self._cache})
+            if todo:
+                decoded = self._reader.decode_video(self._episode, key, self._timestamps[todo])
+                for i, rgb in zip(todo, decoded, strict=True):
+                    self._cache[name, i] = image_feature(rgb, (h, w))
+            out[key] = np.stack([self._cache[name, int(i)] for i in idx])
+        return out
+
+
 def observation_at(state: np.ndarray, env: np.ndarray | None, t: int,
-                   n_obs: int) -> dict[str, np.ndarray]:
+                   n_obs: int, frames: CameraFrames | None = None) -> dict[str, np.ndarray]:
     """The policy's recorded observation at frame t."""
     obs = {STATE_KEY: history(state, t, n_obs)}
     if env is not None:
         obs[ENV_STATE_KEY] = history(env, t, n_obs)
+    if frames is not None:
+        obs.update(frames.history(t, n_obs))
     return obs
 
 
@@ -85,25 +120,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, required=True, help="LeRobot v3.0 dataset")
     parser.add_argument("--episodes", default="0", help="comma-separated episode indices")
     parser.add_argument("--stride", type=int, default=25, help="frames between checked chunks")
-    parser.add_argument("--horizon", type=int, default=25, help="chunk steps compared")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="chunk steps compared (default: 25, or the chunk if shorter)")
     parser.add_argument("--max-shift", type=int, default=10, help="frames, either way")
-    parser.add_argument("--grasp-lead", type=int, default=20,
-                        help="frames before each recorded grasp whose observation predicts it")
+    parser.add_argument("--grasp-lead", type=int, default=None,
+                        help="frames before each recorded grasp whose observation predicts it "
+                        "(default: 20, or the chunk's last step if shorter)")
     parser.add_argument("--waiting-shift", type=float, default=0.0, metavar="D",
                         help="end-effector policies: m to move each waiting cube by, to measure "
                         "how much the chunk follows it (0: skip)")
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
     args = parser.parse_args(argv)
-    if args.stride < 1 or args.horizon < 1 or args.max_shift < 0 or args.grasp_lead < 0:
+    if args.stride < 1 or (args.horizon or 1) < 1 or args.max_shift < 0 or \
+            (args.grasp_lead or 0) < 0:
         parser.error("--stride and --horizon must be >= 1, --max-shift and --grasp-lead >= 0")
 
     policy = load_policy(args.policy_model, RunnerConfig(
-        intra_op_threads=1, num_inference_steps=args.num_inference_steps))
+        intra_op_threads=1, num_inference_steps=args.num_inference_steps, temperature=0.0))
     card = policy.card
-    if card.cameras:
-        parser.error(f"{args.policy_model} takes camera images; this tool checks models whose "
-                     "inputs are the state and the objects only")
+    if args.horizon is None:
+        args.horizon = min(25, card.chunk_size)
+    if args.grasp_lead is None:
+        args.grasp_lead = min(20, card.chunk_size - 1)
     if args.horizon > card.chunk_size:
         parser.error(f"--horizon {args.horizon} exceeds the model's chunk size {card.chunk_size}")
     reader = LeRobotDatasetReader(args.dataset)
@@ -128,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.waiting_shift < 0 or (args.waiting_shift and (grasp is None or objects is None)):
         parser.error("--waiting-shift takes metres >= 0, for end-effector policies that see "
                      "objects")
-    gains = []
+    gains, position_errors = [], []  # position_errors: (horizon,) per chunk, ee policies
     for ep in episodes:
         data = reader.episode_data(ep)
+        frames = (CameraFrames(reader, ep, np.asarray(data["timestamp"], np.float64).ravel(),
+                               card.cameras) if card.cameras else None)
+        if isinstance(policy, VLARunner):
+            policy.set_instruction(reader.frame(reader.episode_range(ep).start,
+                                                decode_video=False)["task"])
         state = np.stack(data[STATE_KEY]).astype(np.float32)
         actions = np.stack(data[ACTION_KEY]).astype(np.float32)
         env = None
@@ -143,18 +187,23 @@ def main(argv: list[str] | None = None) -> int:
                                     objects.fields, card.chunk_size)
         policy.reset()
         for t in range(0, len(state) - args.horizon, args.stride):
-            chunk = policy.predict_chunk(observation_at(state, env, t, card.n_obs_steps))
+            chunk = policy.predict_chunk(observation_at(state, env, t, card.n_obs_steps,
+                                                        frames))
             errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
+            if grasp is not None:
+                xyz = [card.action_names.index(n) for n in ("x", "y", "z")]
+                position_errors.append(np.linalg.norm(
+                    chunk[:args.horizon, xyz] - actions[t:t + args.horizon, xyz], axis=1))
             shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))
             if waiting is not None:
                 gains += waiting_gains(policy, chunk, state, env, t, np.flatnonzero(waiting[t]),
-                                       objects.fields, grasp[1:], args)
+                                       objects.fields, grasp[1:], args, frames)
         if grasp is not None:
             for t in grasp_frames(actions[:, grasp[0]]):
                 lead = min(t, args.grasp_lead)
                 policy.reset()
                 chunk = policy.predict_chunk(observation_at(state, env, t - lead,
-                                                            card.n_obs_steps))
+                                                            card.n_obs_steps, frames))
                 grasp_errors.append(np.hypot(*(chunk[lead, list(grasp[1:])]
                                                - actions[t, list(grasp[1:])])))
     if not errors:
@@ -169,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best time shift: median {np.median(shifts):+.1f} frames "
           f"(p10 {np.percentile(shifts, 10):+.1f}, p90 {np.percentile(shifts, 90):+.1f}); "
           "> 0: the model answers with later actions than recorded")
+    if position_errors:
+        by_step = 1e3 * np.median(np.array(position_errors), axis=0)  # (horizon,) mm
+        steps = sorted({0, args.horizon // 4, args.horizon // 2, 3 * args.horizon // 4,
+                        args.horizon - 1})
+        print("ee position error by chunk step, median mm: " + ", ".join(
+            f"step {k} {by_step[k]:.1f}" for k in steps))
     if gains:
         print(f"waiting-cube gain ({len(gains)} cube moves of {1e3 * args.waiting_shift:.0f} mm): "
               f"median {np.median(gains):.2f}, p90 {np.percentile(gains, 90):.2f}, "
@@ -183,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def waiting_gains(policy, chunk: np.ndarray, state: np.ndarray, env: np.ndarray, t: int,
                   slots: np.ndarray, fields: tuple[str, ...], xy: tuple[int, int],
-                  args: argparse.Namespace) -> list[float]:
+                  args: argparse.Namespace, frames: CameraFrames | None = None) -> list[float]:
     """For each waiting slot: the largest x/y move of the chunk's first --horizon positions
     when that cube moves by --waiting-shift along +-x and +-y, over the shift."""
     n_obs, d = policy.card.n_obs_steps, args.waiting_shift
@@ -194,7 +249,7 @@ def waiting_gains(policy, chunk: np.ndarray, state: np.ndarray, env: np.ndarray,
         for axis, sign in ((0, 1), (0, -1), (1, 1), (1, -1)):
             shifted = env.copy()
             shifted[:, slot * len(fields) + fields.index("xy"[axis])] += sign * d
-            other = policy.predict_chunk(observation_at(state, shifted, t, n_obs))
+            other = policy.predict_chunk(observation_at(state, shifted, t, n_obs, frames))
             moved = max(moved, float(np.hypot(*(other[:args.horizon, list(xy)] - base).T).max()))
         gains.append(moved / d)
     return gains

@@ -106,6 +106,34 @@ def test_inprocess_evaluation_runs_an_episode(vla_model, tmp_path):
     assert '"success_rate": 0.0' in (model / "MODEL_CARD.md").read_text()
 
 
+def test_open_loop_check_runs_a_vla_on_its_recorded_frames(vla_model, vla_dataset_root):
+    done = _run([TOOLS / "policy_open_loop.py", "--policy-model", vla_model / "policy.onnx",
+                 "--dataset", vla_dataset_root, "--episodes", "0,1", "--stride", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ee position error by chunk step" in done.stdout
+    assert "grasp x/y error" in done.stdout or "chunks" in done.stdout
+
+
+def test_open_loop_camera_frames_are_the_videos_as_the_policy_node_sees_them(vla_dataset_root):
+    from armstack_policy.observation import image_feature
+    from armstack_recorder.lerobot_dataset import LeRobotDatasetReader
+
+    tool = _tool("policy_open_loop")
+    reader = LeRobotDatasetReader(vla_dataset_root)
+    timestamps = np.asarray(reader.episode_data(1)["timestamp"], np.float64).ravel()
+    frames = tool.CameraFrames(reader, 1, timestamps, (("color", 16, 24),))
+    got = frames.history(1, 3)["observation.images.color"]  # frames 0, 0, 1: history clipped
+    raw = reader.decode_video(1, "observation.images.color", timestamps[[0, 1]])
+    assert got.shape == (3, 3, 16, 24)
+    np.testing.assert_array_equal(got[0], image_feature(raw[0], (16, 24)))
+    np.testing.assert_array_equal(got[1], got[0])
+    np.testing.assert_array_equal(got[2], image_feature(raw[1], (16, 24)))
+    assert got[0].std() > 0.01  # the squares are in it
+    # another episode, another picture (the frames of one episode are alike)
+    other = tool.CameraFrames(reader, 2, timestamps, (("color", 16, 24),)).history(1, 1)
+    assert not np.array_equal(other["observation.images.color"][0], got[2])
+
+
 def test_dataset_maker_writes_language_conditioned_episodes(tmp_path):
     done = _run([TOOLS / "make_vla_dataset.py", "--out", tmp_path / "ds", "--episodes", "1",
                  "--seed", "3", "--image-size", "48,64", "--time-limit", "20"], timeout=200)
