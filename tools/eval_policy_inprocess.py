@@ -11,6 +11,8 @@ it to compare chunk-buffer modes and checkpoints; the graph figure is tools/eval
         --mode temporal_ensemble --inference-period 1 --episodes 50
     python tools/eval_policy_inprocess.py --model policy/dp_pick/policy.onnx --episodes 2 \
         --trace-dir out/dp_traces      # every step saved; each failure's grasps printed
+    python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 20 \
+        --start-at-miss                # recovery: from a grasp that closed beside its cube
 
 A failed episode prints where its cubes started and, with --trace-dir, each grasp: where the
 gripper closed, how far from the nearest cube, and what came up (armstack_eval.trace).
@@ -68,6 +70,9 @@ def main() -> int:
                         "a policy saw least")
     p.add_argument("--workspace-y", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="y range of the cubes' centres, m (default: the simulator's)")
+    p.add_argument("--start-at-miss", action="store_true",
+                   help="recovery: each episode starts after the scripted expert has missed a "
+                   "cube on purpose, the gripper closed beside it (armstack_eval.inprocess)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     p.add_argument("--trace-dir", type=Path,
@@ -80,7 +85,8 @@ def main() -> int:
         mode=args.mode, inference_period=args.inference_period,
         n_action_steps=args.n_action_steps, ensemble_coeff=args.ensemble_coeff,
         favour=args.favour, blend_steps=args.blend_steps,
-        start_positions=sim_start_pose(args.start_pose)["start_positions"])
+        start_positions=sim_start_pose(args.start_pose)["start_positions"],
+        start_at_miss=args.start_at_miss)
     policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
     detector = detector_path(args.detector_model) if args.objects == "perception" else None
     scene = {name: tuple(value) for name, value in
@@ -107,7 +113,9 @@ def main() -> int:
                   f"wall {o.wall_s:4.1f} s; so far {rate:.0%}", flush=True)
             if not o.success:
                 print("    cubes at the start (x, y m): " + ", ".join(
-                    f"{name} {x:.3f} {y:.3f}" for name, (x, y) in o.layout.items()), flush=True)
+                    f"{name} {x:.3f} {y:.3f}" for name, (x, y) in o.layout.items())
+                    + (f"; the expert missed {o.missed_before}" if o.missed_before else ""),
+                    flush=True)
                 for grasp in find_grasps(trace) if trace is not None else []:
                     print(f"    grasp {grasp.describe()}", flush=True)
     finally:

@@ -17,6 +17,11 @@ through the graph); the figure that counts is the graph's (tools/evaluate_policy
 
 Success is the simulator's task: every cube rests in the bin. An episode ends when that has
 held for `settle` s, or at `time_limit` s of simulated time.
+
+With `start_at_miss` an episode measures recovery: before its clock starts, the scripted expert
+(config/teleop.yaml's motion) drives the arm through the same IK and servos, misses one cube
+(drawn with the scene's seed) on purpose and closes beside it; the policy takes over from there,
+the gripper closed on nothing or on an edge, as after a grasp of its own that went wrong.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 from armstack_camera.calibration import CameraModel
+from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import config_file, model_file, urdf_path
 from armstack_common.servo_config import load_default_servo_config
+from armstack_common.transforms import matrix_to_quat_xyzw
 from armstack_detector.node_config import DetectorNodeConfig
 from armstack_detector.onnx_runner import OnnxDetector
 from armstack_ik.controller import EECommand, IKController, Outcome
@@ -41,6 +48,7 @@ from armstack_policy.actions import ActionLayout
 from armstack_policy.chunk_buffer import MODES, ChunkBuffer, ChunkBufferConfig, StepStatus
 from armstack_policy.observation import DetectedObject, ObservationAssembler, ObservationConfig
 from armstack_policy.onnx_policy import OnnxPolicy
+from armstack_sim.expert import ExpertConfig, PickPlaceExpert, observe
 from armstack_sim.profiled_joints import ProfiledJoints
 from armstack_sim.world import SimWorld
 
@@ -75,6 +83,8 @@ class InProcessEvalConfig:
     # the camera and perception run, as they do on the graph between episodes: the first
     # observation then has the tracker's confirmed objects, not an empty scene.
     lead_in: float = 1.5
+    # Start each episode after the expert's deliberate miss of one cube (see the module doc).
+    start_at_miss: bool = False
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -109,6 +119,7 @@ class EpisodeOutcome:
     dry_steps: int  # control steps with no chunk covering them (the buffer held)
     ik_failures: int
     wall_s: float
+    missed_before: str | None = None  # start_at_miss: the cube the expert missed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +175,22 @@ class Perception:
         placed, _ = self.localizer.process(detections.boxes, detections.scores, labels, depth_mm,
                                            self.camera, self.world.camera_pose())
         return [DetectedObject(p.label, p.score, tuple(p.position)) for p in placed]
+
+
+EE_ACTION_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
+_MISS_TIMEOUT = 60.0  # simulated s; the expert's miss comes after at most two picks
+
+
+def teleop_expert_config() -> ExpertConfig:
+    """The scripted expert as the teleop node runs it (config/teleop.yaml), so its moves here
+    are the ones recorded on the graph."""
+    # Imported here: only the recovery evaluation needs the teleop package.
+    from armstack_teleop.node_config import default_values, teleop_config
+
+    session = teleop_config(default_values() | node_params("teleop.yaml", "teleop")
+                            | {"source": "expert"}).expert
+    assert session is not None
+    return session.expert
 
 
 def ground_truth_objects(world: SimWorld) -> list[DetectedObject]:
@@ -246,6 +273,7 @@ class InProcessEvaluator:
         self.joint_targets = JointTargets(ActionLayout(card.action_kind, card.action_names),
                                           self.world.joint_names)
         self.servos = ProfiledJoints(load_default_servo_config())
+        self._expert_ik: JointTargets | None = None  # start_at_miss, made when first needed
         # Ages are measured on simulated time, which waits for inference: the node's limits.
         self.observation_config = ObservationConfig.for_card(card)
         n = config.n_action_steps or card.n_action_steps
@@ -277,8 +305,9 @@ class InProcessEvaluator:
         for _ in camera_frames(world, max(1, round(cfg.lead_in * cfg.camera_fps)), cfg.camera_fps):
             if self.perception is not None:
                 self.perception.objects()
-        self.joint_targets.reset(world.joint_positions())
         self.servos.reset(world.joint_positions())
+        missed = self._miss_on_purpose(seed) if cfg.start_at_miss else None
+        self.joint_targets.reset(world.joint_positions())
         times: list[float] = []
         step, dry, ik_failures, rested = 0, 0, 0, 0.0
         t_success, next_frame = None, 0.0
@@ -325,7 +354,42 @@ class InProcessEvaluator:
             sim_time=step * card.dt,
             time_to_success=t_success, inferences=len(times),
             inference_ms_mean=1e3 * float(np.mean(times)) if times else float("nan"),
-            dry_steps=dry, ik_failures=ik_failures, wall_s=time.perf_counter() - started)
+            dry_steps=dry, ik_failures=ik_failures, wall_s=time.perf_counter() - started,
+            missed_before=missed)
+
+    def _miss_on_purpose(self, seed: int) -> str:
+        """start_at_miss: the expert drives the arm (IK, servos) until its deliberate miss of a
+        cube drawn with `seed` has closed, perception running at the camera rate; returns the
+        cube. Raises RuntimeError if no miss comes within _MISS_TIMEOUT."""
+        world, dt = self.world, self.policy.card.dt
+        if self._expert_ik is None:
+            self._expert_ik = JointTargets(ActionLayout("ee", EE_ACTION_NAMES), world.joint_names)
+            self._kinematics = ArmKinematics(urdf_path())
+            self._expert_config = teleop_expert_config()
+        names = sorted(world.object_names)
+        target = names[int(np.random.default_rng(seed).integers(len(names)))]
+        expert = PickPlaceExpert(self._expert_config, world.bin_center,
+                                 world.config.bin_inner_size, names, forced_miss=target)
+        self._expert_ik.reset(world.joint_positions())
+        t, next_frame, missing = 0.0, 0.0, False
+        while True:
+            action = expert.act(observe(world, self._kinematics))
+            if missing and not action.deliberate:
+                return target
+            missing = missing or action.deliberate
+            if t > _MISS_TIMEOUT or action.done:
+                raise RuntimeError(f"seed {seed}: the expert's deliberate miss of {target} did "
+                                   f"not come within {_MISS_TIMEOUT:g} s")
+            command = np.concatenate((action.ee_pose[:3, 3],
+                                      matrix_to_quat_xyzw(action.ee_pose[:3, :3]),
+                                      [action.gripper]))
+            goals, _ = self._expert_ik(command, world.joint_positions(), t)
+            self.servos.set_goals(goals)
+            if self.perception is not None and t >= next_frame - 1e-9:
+                self.perception.objects()  # the tracker follows the scene as on the graph
+                next_frame += 1.0 / self.config.camera_fps
+            self.servos.drive(world, dt)
+            t += dt
 
 
 def summarize(outcomes: list[EpisodeOutcome], config: InProcessEvalConfig) -> dict:

@@ -174,3 +174,29 @@ def test_an_episode_starts_after_the_lead_in_with_the_objects_already_tracked(tm
     assert seen[0] == sorted(world.object_names)
     np.testing.assert_allclose(world.joint_positions()[:-1], start[:-1], atol=0.05)
     assert outcome.sim_time == pytest.approx(0.1, abs=policy.card.dt)
+
+
+def test_start_at_miss_hands_over_with_the_gripper_closed_beside_a_cube(tmp_path, world):
+    """The expert misses the seed's cube on purpose; the episode clock starts there, so the
+    policy begins where a grasp of its own went wrong: closed, low, a miss offset from it."""
+    from armstack_common.kinematics import ArmKinematics
+    from armstack_common.paths import urdf_path
+    from armstack_eval.episodes import sim_start_pose
+    from armstack_eval.inprocess import teleop_expert_config
+
+    proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
+    policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
+    cfg = InProcessEvalConfig(episodes=1, seed=11, time_limit=0.04, objects="ground_truth",
+                              start_positions=sim_start_pose()["start_positions"],
+                              start_at_miss=True)
+    outcome = InProcessEvaluator(policy, cfg, world=world).run(0)
+    names = sorted(world.object_names)
+    assert outcome.missed_before == names[int(np.random.default_rng(11).integers(len(names)))]
+    assert outcome.sim_time == pytest.approx(0.04, abs=policy.card.dt)  # clock after the miss
+    q = world.joint_positions()
+    ee = ArmKinematics(urdf_path()).fk(q[:-1])[:3, 3]
+    cube = world.object_pose(outcome.missed_before).position
+    offset = np.linalg.norm(ee[:2] - cube[:2])
+    miss = teleop_expert_config().miss_offset
+    assert q[-1] < 0.01 and ee[2] < 0.05  # the fingers closed, down at the cube
+    assert miss - 0.01 < offset < miss + 0.01
