@@ -16,6 +16,7 @@ With `start_at_miss` the expert first misses one cube (drawn per take) on purpos
 and the take starts once that grasp has closed beside the cube: it shows the way back from a
 failed grasp (open, approach again, grasp) and the rest of the task, but not the deliberate
 miss. Recorded, a miss is a command a policy learns to copy; what follows is what it lacks.
+
 Times are float seconds of one clock (the node's ROS clock; object stamps come from it too).
 Plain module: no rclpy.
 """
