@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
     args = parser.parse_args(argv)
-    if args.stride < 1 or (args.horizon or 1) < 1 or args.max_shift < 0 or \
-            (args.grasp_lead or 0) < 0:
+    if args.stride < 1 or (args.horizon is not None and args.horizon < 1) or \
+            args.max_shift < 0 or (args.grasp_lead is not None and args.grasp_lead < 0):
         parser.error("--stride and --horizon must be >= 1, --max-shift and --grasp-lead >= 0")
 
     policy = load_policy(args.policy_model, RunnerConfig(
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--waiting-shift takes metres >= 0, for end-effector policies that see "
                      "objects")
     gains, position_errors = [], []  # position_errors: (horizon,) per chunk, ee policies
+    xyz = [card.action_names.index(n) for n in ("x", "y", "z")] if grasp is not None else []
     for ep in episodes:
         data = reader.episode_data(ep)
         frames = (CameraFrames(reader, ep, np.asarray(data["timestamp"], np.float64).ravel(),
@@ -191,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
                                                         frames))
             errors.append(np.abs(chunk[:args.horizon] - actions[t:t + args.horizon]).max(axis=0))
             if grasp is not None:
-                xyz = [card.action_names.index(n) for n in ("x", "y", "z")]
                 position_errors.append(np.linalg.norm(
                     chunk[:args.horizon, xyz] - actions[t:t + args.horizon, xyz], axis=1))
             shifts.append(best_shift(chunk, actions, t, args.horizon, args.max_shift))

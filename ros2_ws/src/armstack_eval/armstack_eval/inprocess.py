@@ -44,7 +44,7 @@ from armstack_ik.controller import EECommand, IKController, Outcome
 from armstack_ik.node_config import IK_NODE_PARAMS, ik_node_config
 from armstack_localization.node_config import LocalizationNodeConfig
 from armstack_localization.pipeline import ObjectLocalizer
-from armstack_policy.actions import ActionLayout
+from armstack_policy.actions import EE_NAMES, ActionLayout
 from armstack_policy.chunk_buffer import MODES, ChunkBuffer, ChunkBufferConfig, StepStatus
 from armstack_policy.observation import DetectedObject, ObservationAssembler, ObservationConfig
 from armstack_policy.onnx_policy import OnnxPolicy
@@ -177,7 +177,6 @@ class Perception:
         return [DetectedObject(p.label, p.score, tuple(p.position)) for p in placed]
 
 
-EE_ACTION_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 _MISS_TIMEOUT = 60.0  # simulated s; the expert's miss comes after at most two picks
 
 
@@ -363,7 +362,7 @@ class InProcessEvaluator:
         cube. Raises RuntimeError if no miss comes within _MISS_TIMEOUT."""
         world, dt = self.world, self.policy.card.dt
         if self._expert_ik is None:
-            self._expert_ik = JointTargets(ActionLayout("ee", EE_ACTION_NAMES), world.joint_names)
+            self._expert_ik = JointTargets(ActionLayout("ee", EE_NAMES), world.joint_names)
             self._kinematics = ArmKinematics(urdf_path())
             self._expert_config = teleop_expert_config()
         names = sorted(world.object_names)
