@@ -9,6 +9,7 @@ processes).
     python tools/train_policy.py --policy act --dataset DATA --steps 10000 --out runs/act1_ft \
         --init-from runs/act1/checkpoints/step_000100000.pt --lr-schedule cosine
     torchrun --nproc_per_node 2 tools/train_policy.py --policy diffusion --dataset DATA ...
+    python tools/train_policy.py --policy act --dataset DATA --episodes 0-29,50-69 ...
 
 Policy hyperparameters keep their defaults unless set with --set NAME=VALUE (repeatable; JSON
 values, e.g. --set chunk_size=50 --set down_dims=[128,256] --set schedule.num_train_timesteps=50).
@@ -28,6 +29,7 @@ for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armst
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 from armstack_learning.augment import RelocationConfig  # noqa: E402
+from armstack_learning.data import parse_episode_ranges  # noqa: E402
 from armstack_learning.factory import POLICY_KINDS, config_with_overrides  # noqa: E402
 from armstack_learning.features import ACTION_KINDS, ObjectSlotsConfig, layout_for_dataset  # noqa: E402
 from armstack_learning.normalize import NormalizationConfig  # noqa: E402
@@ -37,6 +39,13 @@ from armstack_recorder.metadata import read_info  # noqa: E402
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _episode_ranges(text: str) -> tuple[int, ...]:
+    try:
+        return parse_episode_ranges(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse() -> argparse.Namespace:
@@ -79,6 +88,9 @@ def _parse() -> argparse.Namespace:
                    "ignores (those the demonstration picks later) to other free spots on the "
                    "table, so the policy reaches from the cube it picks, not from the layout "
                    "(default 0: off; object-slot policies only)")
+    p.add_argument("--episodes", type=_episode_ranges, metavar="A-B,C,...",
+                   help="train on these episodes of the dataset only, e.g. 0-29,50-69 "
+                   "(default: all); the normalization then comes from their frames")
     p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
     p.add_argument("--cameras", default="", help="camera names to use as image inputs")
     p.add_argument("--min-scale", type=float, default=NormalizationConfig.min_scale)
@@ -107,7 +119,7 @@ def main() -> int:
         seed=args.seed, save_every=args.save_every, log_every=args.log_every,
         keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
         init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale),
-        relocation=RelocationConfig(probability=args.relocate_waiting))
+        relocation=RelocationConfig(probability=args.relocate_waiting), episodes=args.episodes)
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
         classes=_csv(classes), fields=_csv(args.object_fields), hold=args.object_hold)

@@ -16,6 +16,9 @@ small image policy then trains without decoding video at every sample.
 With a tokenizer, a sample also holds observation.language.tokens (L,) int64, the ids of its
 episode's task string. `targets` names vector features served at frame t only, (D,), for
 training losses that are not inputs (the VLA's object localization).
+`episodes` trains on some episodes of a dataset: sample i is then the i-th frame of those
+episodes, and the normalization statistics are computed from their frames, since the dataset's
+meta/stats.json describes all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +90,13 @@ class ChunkDataset(Dataset):
                  image_size: tuple[int, int] | None = None, preload_images: bool = False,
                  tokenize: Callable[[str], np.ndarray] | None = None,
                  targets: tuple[str, ...] = (),
-                 relocation: RelocationConfig | None = None) -> None:
+                 relocation: RelocationConfig | None = None,
+                 episodes: Sequence[int] | None = None) -> None:
         """image_size (H, W): the size samples carry (default: the dataset's); tokenize: task
         string -> (L,) ids, to add observation.language.tokens to every sample; relocation:
         move the cubes a sample's actions ignore (armstack_learning.augment), drawing from
-        torch's RNG, which checkpoints save and restore."""
+        torch's RNG, which checkpoints save and restore; episodes: the episode indices to
+        sample from (default: all)."""
         self.reader = LeRobotDatasetReader(root)
         self.layout = layout
         self.window = window
@@ -115,6 +120,8 @@ class ChunkDataset(Dataset):
         ends = np.array([ep.to_index for ep in self.reader.meta.episodes], np.int64)
         self._start = starts[self._episode]  # (N,) first frame of each frame's episode
         self._end = ends[self._episode]  # (N,) one past its last frame
+        self.episodes = select_episodes(episodes, self.reader.num_episodes, root)
+        self._frames_used = np.flatnonzero(np.isin(self._episode, self.episodes))  # sample -> frame
         missing = [k for k in targets if k not in cols]
         if missing:
             raise ValueError(f"dataset has no feature {missing} to serve as a training target")
@@ -138,8 +145,12 @@ class ChunkDataset(Dataset):
     def root(self) -> Path:
         return self.reader.root
 
+    @property
+    def all_episodes(self) -> bool:
+        return len(self.episodes) == self.reader.num_episodes
+
     def __len__(self) -> int:
-        return self.reader.num_frames
+        return len(self._frames_used)
 
     def obs_indices(self, t: int) -> np.ndarray:
         """(n_obs,) global frame indices of the observation history of frame t."""
@@ -152,9 +163,10 @@ class ChunkDataset(Dataset):
         pad = idx >= self._end[t]
         return np.minimum(idx, self._end[t] - 1), pad
 
-    def __getitem__(self, t: int) -> dict[str, torch.Tensor]:
-        if not 0 <= t < len(self):
-            raise IndexError(f"sample {t} out of range [0, {len(self)})")
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range [0, {len(self)})")
+        t = int(self._frames_used[i])
         obs = self.obs_indices(t)
         act, pad = self.action_indices(t)
         item = {STATE_KEY: torch.from_numpy(self._state[obs]),
@@ -189,7 +201,8 @@ class ChunkDataset(Dataset):
             self._env, self._action[:, self.layout.action.names.index(gripper[0])],
             self._episode, fields, self.window.chunk_size * self.window.action_stride,
             config.settle_frames)
-        self._region = table_region(self._env, self._episode, fields)
+        used = self._frames_used
+        self._region = table_region(self._env[used], self._episode[used], fields)
 
     def _sample_env(self, t: int, obs: np.ndarray) -> np.ndarray:
         """The environment states of frame t's observation history, its waiting cubes moved
@@ -206,57 +219,110 @@ class ChunkDataset(Dataset):
         return relocate_slots(env, slots, self.layout.objects.fields, self._region,
                               config.min_separation, uniform)
 
-    def task(self, t: int) -> str:
-        """The task string of frame t's episode."""
-        return self.reader.tasks[int(self._task_index[t])]
+    def task(self, i: int) -> str:
+        """The task string of sample i's episode."""
+        return self.reader.tasks[int(self._task_index[self._frames_used[i]])]
 
     def _preload(self) -> None:
         t0 = time.perf_counter()
         h, w = self.image_size
         for key in self.layout.image_keys:
-            frames = np.empty((len(self), h, w, 3), np.uint8)
+            frames = np.empty((self.reader.num_frames, h, w, 3), np.uint8)
             for e in range(self.reader.num_episodes):
                 span = self.reader.episode_range(e)
                 times = self._timestamp[span.start:span.stop]
                 frames[span.start:span.stop] = resize_frames(
                     self.reader.decode_video(e, key, times), self.image_size)
             self._frames[key] = frames
-        logger.info("preloaded %d frames of %d camera(s) at %dx%d in %.1f s (%.0f MB)", len(self),
+        logger.info("preloaded %d frames of %d camera(s) at %dx%d in %.1f s (%.0f MB)",
+                    self.reader.num_frames,
                     len(self._frames), w, h, time.perf_counter() - t0,
                     sum(f.nbytes for f in self._frames.values()) / 1e6)
 
     def normalizer(self, config: NormalizationConfig,
                    action_mode: str | None = None) -> FeatureNormalizer:
         """Affine maps from the dataset's meta/stats.json (actions of an 'ee' layout from the
-        canonicalized quaternions this dataset serves). action_mode overrides config.action."""
+        canonicalized quaternions this dataset serves; all vectors from the frames used when
+        the samples are some episodes only). action_mode overrides config.action."""
         stats = self.reader.stats or {}
         affines: dict[str, Affine] = {
             STATE_KEY: Affine(*affine_from_stats(self._stats(STATE_KEY, self._state, stats),
                                                  config.state, config.min_scale)),
-            ACTION_KEY: Affine(*affine_from_stats(self._action_stats(stats),
-                                                  action_mode or config.action, config.min_scale)),
+            ACTION_KEY: Affine(*affine_from_stats(
+                self._stats(ACTION_KEY, self._action, stats,
+                            recorded=not self.layout.action.quaternion_index),
+                action_mode or config.action, config.min_scale)),
         }
         if self._env is not None:
             # The recorded statistics describe the unheld values.
-            env_stats = (vector_stats(self._env) if self.layout.objects.hold > 0
-                         else self._stats(ENV_STATE_KEY, self._env, stats))
             affines[ENV_STATE_KEY] = Affine(*affine_from_stats(
-                env_stats, config.env_state, config.min_scale))
+                self._stats(ENV_STATE_KEY, self._env, stats,
+                            recorded=self.layout.objects.hold <= 0),
+                config.env_state, config.min_scale))
         for key in self.layout.image_keys:
             affines[key] = image_affine(stats.get(key))
         return FeatureNormalizer(affines)
 
-    @staticmethod
-    def _stats(key: str, values: np.ndarray, stats: dict) -> dict[str, np.ndarray]:
-        if key in stats:
-            return stats[key]
-        logger.warning("meta/stats.json has no %s; computing it from the data", key)
-        return vector_stats(values)
+    def _stats(self, key: str, values: np.ndarray, stats: dict,
+               recorded: bool = True) -> dict[str, np.ndarray]:
+        """meta/stats.json's entry for key when `recorded` and every episode is used, else the
+        statistics of `values` (N, D) over the frames used."""
+        if recorded and self.all_episodes:
+            if key in stats:
+                return stats[key]
+            logger.warning("meta/stats.json has no %s; computing it from the data", key)
+        return vector_stats(values[self._frames_used])
 
-    def _action_stats(self, stats: dict) -> dict[str, np.ndarray]:
-        if self.layout.action.quaternion_index:
-            return vector_stats(self._action)
-        return self._stats(ACTION_KEY, self._action, stats)
+
+def parse_episode_ranges(text: str) -> tuple[int, ...]:
+    """'0-29,50-69' or '3,7' -> episode indices in the order given (ranges inclusive, as
+    LeRobot's and our tools print them); a malformed item is an error that names it."""
+    episodes: list[int] = []
+    for item in text.split(","):
+        first, sep, last = item.strip().partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise ValueError(f"episode selection {text!r}: {item.strip()!r} is not an index "
+                             "or a range A-B") from None
+        if lo < 0 or hi < lo:
+            raise ValueError(f"episode selection {text!r}: {item.strip()!r} is not an index "
+                             ">= 0 or a range A-B with A <= B")
+        episodes.extend(range(lo, hi + 1))
+    return tuple(episodes)
+
+
+def format_episode_ranges(episodes: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5': the form parse_episode_ranges reads."""
+    items: list[str] = []
+    ordered = sorted(int(e) for e in episodes)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        items.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(items)
+
+
+def select_episodes(episodes: Sequence[int] | None, num_episodes: int,
+                    root: Path | str) -> np.ndarray:
+    """(E,) sorted episode indices to sample from: all when None; an index the dataset does not
+    have, a repeat or an empty selection is an error that names it."""
+    if episodes is None:
+        return np.arange(num_episodes)
+    chosen = np.asarray(list(episodes), np.int64)
+    if not chosen.size:
+        raise ValueError(f"{root}: the episode selection is empty")
+    missing = sorted({int(e) for e in chosen if not 0 <= e < num_episodes})
+    if missing:
+        raise ValueError(f"{root}: episode(s) {missing} selected, but the dataset has episodes "
+                         f"0-{num_episodes - 1}")
+    if len(np.unique(chosen)) != chosen.size:
+        raise ValueError(f"{root}: the episode selection repeats an episode: {chosen.tolist()}")
+    return np.sort(chosen)
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 from armstack_policy.ddim import DDIMSampler
 from torch import Tensor, nn
 
+from armstack_learning.data import format_episode_ranges
 from armstack_learning.diffusion import DiffusionPolicy
 from armstack_learning.factory import action_normalization, config_summary, policy_from_checkpoint
 from armstack_learning.features import ACTION_KEY, BASE_FRAME, ENV_STATE_KEY, STATE_KEY
@@ -288,6 +289,19 @@ def _md_interface(card: dict) -> list[str]:
     return lines
 
 
+def md_dataset(data: dict) -> list[str]:
+    """The card's dataset lines: what was trained on (an episode selection named) and, when
+    recorded, how the dataset was made."""
+    used = ""
+    if data.get("episode_index") is not None:
+        used = f" (episodes {format_episode_ranges(data['episode_index'])} of the dataset)"
+    lines = [f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
+             f"episodes{used}, {data['frames']} frames at {data['fps']} Hz"]
+    if data.get("recipe"):
+        lines.append(f"- dataset recipe: {data['recipe']}")
+    return lines
+
+
 def md_training(card: dict) -> str:
     training = card["training"]
     line = f"- {training['steps']} training steps, {training['weights']} weights"
@@ -335,9 +349,7 @@ def card_markdown(card: dict) -> str:
               f"card is in `{CARD_JSON}` and in the ONNX metadata key `{METADATA_CARD_KEY}`."), ""]
     lines += _md_interface(card) + [""] + md_normalization(card)
     lines += ["", "## Provenance", "",
-              (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
-               f"episodes, {data['frames']} frames at {data['fps']} Hz"),
-              *([f"- dataset recipe: {data['recipe']}"] if data.get("recipe") else []),
+              *md_dataset(data),
               md_training(card),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}",
               "", "## Evaluation", "", evaluation, ""]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -132,19 +133,23 @@ def _object_classes(dataset_root: Path | str) -> tuple[str, ...]:
 
 
 def make_dataset(cfg: PolicyConfig, dataset_root: Path | str, layout: FeatureLayout,
-                 relocation: RelocationConfig | None = None) -> ChunkDataset:
-    """The training samples of a policy: its window, with `relocation` if given; a VLA's also
-    at its image size, preloaded, with the instruction tokens of each sample's task."""
+                 relocation: RelocationConfig | None = None,
+                 episodes: Sequence[int] | None = None) -> ChunkDataset:
+    """The training samples of a policy from `episodes` (default: all): its window, with
+    `relocation` if given; a VLA's also at its image size, preloaded, with the instruction
+    tokens of each sample's task."""
     window = window_config(cfg)
     if not isinstance(cfg, VLAConfig):
-        return ChunkDataset(dataset_root, layout, window, relocation=relocation)
+        return ChunkDataset(dataset_root, layout, window, relocation=relocation,
+                            episodes=episodes)
     if relocation and relocation.enabled:
         raise ValueError("moving objects changes the object slots but not the camera images a "
                          "VLA sees: relocation is for object-slot policies (act, diffusion)")
     tokenizer = WordTokenizer(cfg.vocabulary, cfg.max_instruction_tokens)
     targets = (ENV_STATE_KEY,) if cfg.object_classes and cfg.object_loss_weight > 0.0 else ()
     return ChunkDataset(dataset_root, layout, window, image_size=cfg.image_size,
-                        preload_images=True, tokenize=tokenizer.encode, targets=targets)
+                        preload_images=True, tokenize=tokenizer.encode, targets=targets,
+                        episodes=episodes)
 
 
 def placeholder_normalizer(layout: FeatureLayout) -> FeatureNormalizer:

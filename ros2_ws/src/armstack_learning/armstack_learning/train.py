@@ -83,6 +83,9 @@ class TrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     # Training samples move the cubes their actions ignore (armstack_learning.augment).
     relocation: RelocationConfig = field(default_factory=RelocationConfig)
+    # Episode indices of the dataset to train on (None: all); the normalization then comes from
+    # their frames (armstack_learning.data).
+    episodes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_KINDS:
@@ -106,6 +109,11 @@ class TrainConfig:
             raise ValueError("TrainConfig.ema_max_decay must be in (0, 1) and ema_power > 0")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
             raise ValueError(f"TrainConfig.stop_at must be in [1, steps], got {self.stop_at!r}")
+        if self.episodes is not None and (
+                not isinstance(self.episodes, tuple) or not self.episodes
+                or not all(isinstance(e, int) and e >= 0 for e in self.episodes)):
+            raise ValueError("TrainConfig.episodes must be None or a non-empty tuple of ints "
+                             f">= 0, got {self.episodes!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +123,8 @@ class TrainConfig:
         values = dict(raw)
         values["normalization"] = NormalizationConfig(**values.get("normalization", {}))
         values["relocation"] = RelocationConfig(**values.get("relocation", {}))
+        if values.get("episodes") is not None:
+            values["episodes"] = tuple(values["episodes"])
         return cls(**values)
 
 
@@ -363,7 +373,8 @@ class _Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         policy_cfg = prepare_config(cfg.policy, policy_cfg, cfg.dataset)
-        self.dataset = make_dataset(policy_cfg, cfg.dataset, layout, cfg.relocation)
+        self.dataset = make_dataset(policy_cfg, cfg.dataset, layout, cfg.relocation,
+                                    cfg.episodes)
         normalizer = self.dataset.normalizer(cfg.normalization,
                                              action_mode=action_normalization(cfg.policy))
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -400,10 +411,15 @@ class _Trainer:
                 self.policy, device_ids=[device.index] if device.type == "cuda" else None)
 
     def _describe_dataset(self) -> dict:
-        return {"path": str(self.dataset.root.resolve()),
+        """The data trained on: with an episode selection, frames and episodes count the
+        selection, and episode_index lists it."""
+        info = {"path": str(self.dataset.root.resolve()),
                 "sha256": dataset_fingerprint(self.dataset.root),
                 "fps": self.dataset.fps, "frames": len(self.dataset),
-                "episodes": self.dataset.reader.num_episodes}
+                "episodes": len(self.dataset.episodes)}
+        if not self.dataset.all_episodes:
+            info["episode_index"] = self.dataset.episodes.tolist()
+        return info
 
     def _restore(self, ckpt: dict) -> None:
         self.policy.load_state_dict(ckpt["model"])

@@ -37,6 +37,7 @@ from armstack_learning.export import (
     embed_metadata,
     example_observation,
     fmt_values,
+    md_dataset,
     md_normalization,
     md_training,
     named_units,
@@ -315,8 +316,7 @@ def vla_card_markdown(card: dict) -> str:
               f"{vla['decoding']['default_temperature']} (greedy)"), ""]
     lines += md_normalization(card)
     lines += ["", "## Provenance", "",
-              (f"- dataset `{data['path']}`, sha256 `{data['sha256']}`, {data['episodes']} "
-               f"episodes, {data['frames']} frames at {data['fps']} Hz"),
+              *md_dataset(data),
               md_training(card),
               f"- torch vs ONNX Runtime parity: {checks or 'not run'}", "",
               ADAPTER_NOTES, "", "## Evaluation", "", evaluation, ""]

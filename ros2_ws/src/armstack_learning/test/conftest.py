@@ -188,11 +188,12 @@ def tiny_diffusion_config() -> Callable:
 
 @pytest.fixture(scope="session")
 def make_dataset(dataset_root: Path, layout: FeatureLayout) -> Callable:
-    """(n_obs, chunk) -> ChunkDataset over the shared synthetic dataset."""
+    """(n_obs, chunk[, episodes]) -> ChunkDataset over the shared synthetic dataset."""
     from armstack_learning.data import ChunkDataset, WindowConfig
 
-    def make(n_obs: int, chunk: int):  # noqa: ANN202 - ChunkDataset (imported lazily)
-        return ChunkDataset(dataset_root, layout, WindowConfig(n_obs_steps=n_obs, chunk_size=chunk))
+    def make(n_obs: int, chunk: int, episodes=None):  # noqa: ANN202, ANN001 - lazy import
+        return ChunkDataset(dataset_root, layout, WindowConfig(n_obs_steps=n_obs, chunk_size=chunk),
+                            episodes=episodes)
     return make
 
 

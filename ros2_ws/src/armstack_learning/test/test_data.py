@@ -5,7 +5,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
 
-from armstack_learning.data import WindowConfig, dataset_fingerprint  # noqa: E402
+from armstack_learning.data import (  # noqa: E402
+    WindowConfig,
+    dataset_fingerprint,
+    format_episode_ranges,
+    parse_episode_ranges,
+)
 from armstack_learning.normalize import Affine, NormalizationConfig, affine_from_stats  # noqa: E402
 
 
@@ -52,6 +57,53 @@ def test_normalizer_uses_dataset_stats_and_round_trips(make_dataset, synthetic):
     moving = x.std(0) > 1e-3  # joints that never move are only centred
     assert zm[:, moving].min() == pytest.approx(-1.0, abs=1e-5)
     assert zm[:, moving].max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_episode_selection_samples_only_those_episodes(make_dataset, synthetic):
+    ds = make_dataset(n_obs=2, chunk=4, episodes=(2, 0))
+    assert ds.episodes.tolist() == [0, 2] and not ds.all_episodes
+    assert len(ds) == 2 * synthetic.frames
+    s0, _, a0 = synthetic.episode(0)
+    s2, _, a2 = synthetic.episode(2)
+    np.testing.assert_allclose(ds[3]["action"].numpy(), a0[3:7], atol=1e-7)
+    # sample `frames` is episode 2's first frame: episode 1 is skipped, windows stay inside
+    item = ds[synthetic.frames]
+    np.testing.assert_allclose(item["observation.state"].numpy(), np.repeat(s2[:1], 2, axis=0),
+                               atol=1e-7)
+    np.testing.assert_allclose(item["action"].numpy(), a2[:4], atol=1e-7)
+    last = ds[len(ds) - 1]
+    assert last["action_is_pad"].tolist() == [False, True, True, True]
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_episode_selection_normalizes_with_its_own_frames(make_dataset, synthetic):
+    chosen = np.concatenate([synthetic.episode(e)[2] for e in (0, 2)])
+    aff = make_dataset(n_obs=1, chunk=4, episodes=[0, 2]).normalizer(NormalizationConfig())["action"]
+    np.testing.assert_allclose(aff.offset.numpy(), chosen.mean(0), rtol=1e-5, atol=1e-6)
+    everything = make_dataset(n_obs=1, chunk=4).normalizer(NormalizationConfig())["action"]
+    assert np.abs(everything.offset.numpy() - chosen.mean(0)).max() > 1e-3  # the test can tell
+    same = make_dataset(n_obs=1, chunk=4, episodes=[0, 1, 2]).normalizer(NormalizationConfig())
+    np.testing.assert_allclose(same["action"].offset.numpy(), everything.offset.numpy())
+
+
+@pytest.mark.parametrize("episodes, message", [
+    ((0, 3), r"episode\(s\) \[3\] selected, but the dataset has episodes 0-2"),
+    ((1, 1), "repeats an episode"),
+    ((), "selection is empty"),
+])
+def test_episode_selection_errors_name_the_problem(make_dataset, episodes, message):
+    with pytest.raises(ValueError, match=message):
+        make_dataset(n_obs=1, chunk=4, episodes=episodes)
+
+
+def test_episode_ranges_parse_and_format():
+    assert parse_episode_ranges("0-2, 7,9-10") == (0, 1, 2, 7, 9, 10)
+    assert format_episode_ranges([10, 0, 1, 2, 7, 9]) == "0-2,7,9-10"
+    assert parse_episode_ranges(format_episode_ranges(range(5, 40, 3))) == tuple(range(5, 40, 3))
+    for bad, item in (("0-", "'0-'"), ("a", "'a'"), ("5-2", "'5-2'"), ("-1", "'-1'")):
+        with pytest.raises(ValueError, match=item):
+            parse_episode_ranges(bad)
 
 
 def test_constant_features_are_centred_not_stretched():

@@ -29,20 +29,25 @@ def test_command_line_train_then_export(tmp_path, dataset_root):
     run, model = tmp_path / "run", tmp_path / "model"
     cmd = [sys.executable, str(TOOLS / "train_policy.py"), "--policy", "act", "--dataset",
            str(dataset_root), "--steps", "3", "--out", str(run), "--batch-size", "4",
-           "--log-every", "1", "--relocate-waiting", "0.5", *TINY_ACT]
+           "--log-every", "1", "--relocate-waiting", "0.5", "--episodes", "0,2", *TINY_ACT]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False,
                           timeout=150)
     assert done.returncode == 0, done.stderr
     assert "saved" in done.stderr and "step 3:" in done.stderr
     ckpt = torch.load(run / "checkpoints" / "step_000000003.pt", weights_only=False)
     assert ckpt["train_config"]["relocation"]["probability"] == 0.5
+    assert ckpt["train_config"]["episodes"] == (0, 2)
     done = subprocess.run([sys.executable, str(TOOLS / "export_policy.py"), "--run", str(run),
                            "--out", str(model)], env=_env(), capture_output=True, text=True,
                           check=False, timeout=150)
     assert done.returncode == 0, done.stderr
     card = json.loads((model / "model_card.json").read_text())
     assert card["policy"]["config"]["dim_model"] == 32 and card["parity"]["passed"]
-    assert (model / "policy.onnx").is_file() and (model / "MODEL_CARD.md").is_file()
+    assert card["dataset"]["episode_index"] == [0, 2]
+    assert "2 episodes (episodes 0,2 of the dataset)" in (model / "MODEL_CARD.md").read_text()
+    bad = subprocess.run(cmd[:-len(TINY_ACT)] + ["--episodes", "0-x"], env=_env(),
+                         capture_output=True, text=True, check=False, timeout=150)
+    assert bad.returncode == 2 and "'0-x' is not an index or a range" in bad.stderr
 
 
 @pytest.mark.torchrun

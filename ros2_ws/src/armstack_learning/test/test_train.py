@@ -133,6 +133,23 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
               tiny_act_config(), layout)
 
 
+def test_a_run_on_some_episodes_records_them(tmp_path, dataset_root, layout, tiny_act_config,
+                                             synthetic):
+    from armstack_learning.export import md_dataset
+
+    last = train(_config(dataset_root, tmp_path / "run", "act", steps=2, episodes=(2, 0)),
+                 tiny_act_config(), layout)
+    ckpt = torch.load(last, weights_only=False)
+    data = ckpt["dataset"]
+    assert (data["episodes"], data["episode_index"]) == (2, [0, 2])
+    assert data["frames"] == 2 * synthetic.frames
+    assert TrainConfig.from_dict(ckpt["train_config"]).episodes == (2, 0)
+    assert "2 episodes (episodes 0,2 of the dataset)" in md_dataset(data)[0]
+    whole = torch.load(train(_config(dataset_root, tmp_path / "all", "act", steps=2),
+                             tiny_act_config(), layout), weights_only=False)["dataset"]
+    assert "episode_index" not in whole and whole["episodes"] == 3
+
+
 def test_checkpoints_are_pruned(tmp_path, dataset_root, layout, tiny_act_config):
     train(_config(dataset_root, tmp_path, "act", steps=5, save_every=1, keep_checkpoints=2),
           tiny_act_config(), layout)
@@ -160,6 +177,8 @@ def test_batches_follow_step_and_split_across_ranks():
     ({"lr": -1.0}, "TrainConfig.lr"),
     ({"lr_schedule": "step"}, "TrainConfig.lr_schedule"),
     ({"stop_at": 7}, "TrainConfig.stop_at"),
+    ({"episodes": ()}, "TrainConfig.episodes"),
+    ({"episodes": (0, -1)}, "TrainConfig.episodes"),
 ])
 def test_train_config_validation_names_the_field(kwargs, field):
     values = {"policy": "act", "dataset": "d", "out": "o", "steps": 6}
