@@ -12,6 +12,13 @@ Network
     two blocks, then the mirrored up path with skip connections, transposed-conv upsampling and
     a final conv back to D_a channels. The condition is [timestep embedding, flattened
     observation features over the n_obs history].
+
+Waypoints
+    With action_stride s > 1 the H denoised actions are waypoints s frames apart, as the paper's
+    10 Hz actions are, and predict_chunk interpolates them linearly to the control rate
+    ((H - 1) * s + 1 frames, armstack_policy.actions.upsample_waypoints, which the runtime
+    uses too). The U-Net's cost grows with H: at 50 Hz, 16 waypoints 5 frames apart cover the
+    paper's 1.5 s for a quarter of the compute of 64 frames.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 
 import torch
+from armstack_policy.actions import upsample_waypoints
 from armstack_policy.ddim import SPACINGS, NoiseSchedule, alphas_cumprod, ddim_timesteps
 from torch import Tensor, nn
 
@@ -42,10 +50,12 @@ logger = logging.getLogger(__name__)
 class DiffusionConfig:
     """Diffusion Policy hyperparameters; validated on construction.
 
-    At 50 Hz, horizon 64 is 1.28 s of actions (the paper's 16 steps at 10 Hz is 1.6 s)."""
+    At 50 Hz, horizon 64 is 1.28 s of actions (the paper's 16 steps at 10 Hz is 1.6 s).
+    n_action_steps counts control frames (of the interpolated chunk when action_stride > 1)."""
 
     n_obs_steps: int = 2
-    horizon: int = 64  # actions per chunk; divisible by 2^(len(down_dims) - 1)
+    horizon: int = 64  # actions denoised per chunk; divisible by 2^(len(down_dims) - 1)
+    action_stride: int = 1  # frames between those actions (module doc: waypoints)
     n_action_steps: int = 32
     down_dims: tuple[int, ...] = (256, 512, 1024)
     kernel_size: int = 5
@@ -62,14 +72,15 @@ class DiffusionConfig:
     optimizer_betas: tuple[float, float] = (0.95, 0.999)
 
     def __post_init__(self) -> None:
-        for name in ("n_obs_steps", "horizon", "n_action_steps", "kernel_size", "n_groups",
-                     "timestep_embed_dim", "image_feature_dim", "num_inference_steps"):
+        for name in ("n_obs_steps", "horizon", "action_stride", "n_action_steps", "kernel_size",
+                     "n_groups", "timestep_embed_dim", "image_feature_dim", "num_inference_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DiffusionConfig.{name} must be an int >= 1, got {value!r}")
-        if self.n_action_steps > self.horizon:
+        if self.n_action_steps > self.chunk_frames:
             raise ValueError(f"DiffusionConfig.n_action_steps ({self.n_action_steps}) must not "
-                             f"exceed horizon ({self.horizon})")
+                             f"exceed the chunk's {self.chunk_frames} frames ((horizon - 1) * "
+                             "action_stride + 1)")
         if not self.down_dims or not all(isinstance(c, int) and c >= 1 for c in self.down_dims):
             raise ValueError(f"DiffusionConfig.down_dims must be positive ints, got {self.down_dims!r}")
         if any(c % self.n_groups for c in self.down_dims):
@@ -95,6 +106,11 @@ class DiffusionConfig:
                              f"got {self.timestep_spacing!r}")
         if not self.optimizer_lr > 0.0 or self.optimizer_weight_decay < 0.0:
             raise ValueError("DiffusionConfig.optimizer_lr must be > 0 and optimizer_weight_decay >= 0")
+
+    @property
+    def chunk_frames(self) -> int:
+        """Control frames a chunk covers: (horizon - 1) * action_stride + 1."""
+        return (self.horizon - 1) * self.action_stride + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,8 +204,8 @@ class DiffusionPolicy(Policy):
 
     def __init__(self, cfg: DiffusionConfig, layout: FeatureLayout,
                  normalizer: FeatureNormalizer) -> None:
-        super().__init__(layout, normalizer, n_obs_steps=cfg.n_obs_steps, chunk_size=cfg.horizon,
-                         n_action_steps=cfg.n_action_steps)
+        super().__init__(layout, normalizer, n_obs_steps=cfg.n_obs_steps,
+                         chunk_size=cfg.chunk_frames, n_action_steps=cfg.n_action_steps)
         self._cfg = cfg
         self.backbone = None
         if layout.cameras:
@@ -259,13 +275,18 @@ class DiffusionPolicy(Policy):
         return x
 
     def predict_chunk(self, obs: dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
+        """(B, chunk_frames, D_a) raw actions from noise (B, horizon, D_a) (default: drawn)."""
         if self.training:
             raise RuntimeError("predict_chunk needs eval mode: call .eval() first")
         b = self.check_obs(obs)
         if noise is None:
-            noise = torch.randn(b, self.chunk_size, self.layout.action.dim,
+            noise = torch.randn(b, self.config.horizon, self.layout.action.dim,
                                 device=self.alphas_cumprod.device)
-        return self.normalizer.unnormalize(ACTION_KEY, self.sample(obs, noise))
+        actions = self.normalizer.unnormalize(ACTION_KEY, self.sample(obs, noise))
+        if self.config.action_stride == 1:
+            return actions
+        return torch.from_numpy(upsample_waypoints(actions.cpu().numpy(),
+                                                   self.config.action_stride)).to(actions.device)
 
     def optimizer_groups(self) -> list[dict]:
         return [{"params": list(self.parameters()), "lr": self.config.optimizer_lr}]

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from armstack_policy.actions import upsample_waypoints
 from armstack_policy.ddim import DDIMSampler
 from torch import Tensor, nn
 
@@ -112,7 +113,7 @@ def export_onnx(policy: Policy, path: Path) -> None:
     obs = [torch.from_numpy(v) for v in example_observation(policy, 2, rng).values()]
     if isinstance(policy, DiffusionPolicy):
         graph: nn.Module = _DenoiserGraph(policy)
-        x_t = torch.randn(2, policy.chunk_size, policy.layout.action.dim)
+        x_t = torch.randn(2, policy.config.horizon, policy.layout.action.dim)
         args = (x_t, torch.tensor([0, 1], dtype=torch.int64), *obs)
     else:
         graph = _ChunkGraph(policy)
@@ -147,7 +148,7 @@ def check_parity(policy: Policy, onnx_path: Path, seed: int = 0, batch: int = 2)
         got = sess.run([ACTION_KEY], obs)[0]
         return {"action_chunk_max_abs_error": float(np.max(np.abs(got - want)))}
     cfg = policy.config
-    x_t = rng.standard_normal((batch, policy.chunk_size, policy.layout.action.dim)).astype(np.float32)
+    x_t = rng.standard_normal((batch, cfg.horizon, policy.layout.action.dim)).astype(np.float32)
     t = rng.integers(0, cfg.schedule.num_train_timesteps, batch).astype(np.int64)
     with torch.no_grad():
         want_eps = policy.denoise(torch.from_numpy(x_t), torch.from_numpy(t), obs_t).numpy()
@@ -159,7 +160,8 @@ def check_parity(policy: Policy, onnx_path: Path, seed: int = 0, batch: int = 2)
         return sess.run(["eps"], {"x_t": x, "timestep": np.full(batch, step, np.int64), **obs})[0]
 
     affine = policy.normalizer[ACTION_KEY]
-    got = sampler.sample(denoise, noise) * affine.scale.numpy() + affine.offset.numpy()
+    got = upsample_waypoints(sampler.sample(denoise, noise) * affine.scale.numpy()
+                             + affine.offset.numpy(), cfg.action_stride)
     with torch.no_grad():
         want = policy.predict_chunk(obs_t, noise=torch.from_numpy(noise)).numpy()
     return {"denoiser_max_abs_error": float(np.max(np.abs(got_eps - want_eps))),
@@ -174,6 +176,7 @@ def _io_descriptions(policy: Policy) -> tuple[list[dict], list[dict]]:
         shapes[key] = [n, 3, *policy.input_image_size]
     k, d = policy.chunk_size, lay.action.dim
     if isinstance(policy, DiffusionPolicy):
+        k = policy.config.horizon  # waypoints when action_stride > 1
         inputs += [{"name": "x_t", "shape": ["batch", k, d], "dtype": "float32",
                        "description": "noisy action chunk, normalized action space"},
                       {"name": "timestep", "shape": ["batch"], "dtype": "int64",
@@ -202,7 +205,10 @@ def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
                              "timestep_spacing": cfg.timestep_spacing, "eta": 0.0,
                              "alphas_cumprod": policy.alphas_cumprod.double().tolist(),
                              "sample_space": "normalized actions; raw = x * scale + offset",
-                             "unnormalize": policy.normalizer[ACTION_KEY].to_dict()}
+                             "unnormalize": policy.normalizer[ACTION_KEY].to_dict(),
+                             "waypoints": cfg.horizon, "stride": cfg.action_stride,
+                             "interpolation": "linear between waypoints to control.chunk_size "
+                                              "actions (armstack_policy.actions.upsample_waypoints)"}
     return card
 
 
@@ -289,6 +295,15 @@ def _md_interface(card: dict) -> list[str]:
     return lines
 
 
+def _md_waypoints(diff: dict) -> str:
+    stride = diff.get("stride", 1)
+    if stride == 1:
+        return ""
+    return (f" The {diff['waypoints']} sampled actions are waypoints {stride} control frames "
+            "apart, interpolated linearly to the chunk (`armstack_policy.actions."
+            "upsample_waypoints`).")
+
+
 def md_dataset(data: dict) -> list[str]:
     """The card's dataset lines: what was trained on (an episode selection named) and, when
     recorded, how the dataset was made."""
@@ -334,7 +349,7 @@ def md_normalization(card: dict) -> list[str]:
                    "run by `armstack_policy.ddim.DDIMSampler`. The sample is in normalized "
                    "action space: raw = x * scale + offset with offset "
                    f"{fmt_values(unnorm['offset'])}, "
-                   f"scale {fmt_values(unnorm['scale'])}.")]
+                   f"scale {fmt_values(unnorm['scale'])}." + _md_waypoints(diff))]
     return lines
 
 

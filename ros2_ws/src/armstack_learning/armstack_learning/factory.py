@@ -84,7 +84,8 @@ def build_policy(kind: str, cfg: PolicyConfig, layout: FeatureLayout,
 def window_config(cfg: PolicyConfig) -> WindowConfig:
     """The sample window a policy trains on: its observation history and chunk length."""
     if isinstance(cfg, DiffusionConfig):
-        return WindowConfig(n_obs_steps=cfg.n_obs_steps, chunk_size=cfg.horizon)
+        return WindowConfig(n_obs_steps=cfg.n_obs_steps, chunk_size=cfg.horizon,
+                            action_stride=cfg.action_stride)
     if isinstance(cfg, VLAConfig):
         return WindowConfig(n_obs_steps=1, chunk_size=cfg.chunk_size,
                             action_stride=cfg.action_stride)

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from armstack_policy.actions import ACTION_KINDS, EE_NAMES
 from armstack_policy.observation import ObjectMemory, object_hold_problem
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ LANGUAGE_KEY = "observation.language.tokens"
 JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle",
                                 "wrist_rotate", "left_finger")
 GRIPPER_JOINT = "left_finger"
-EE_ACTION_NAMES: tuple[str, ...] = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
+EE_ACTION_NAMES: tuple[str, ...] = EE_NAMES  # the runtime's (armstack_policy.actions)
 QUATERNION_NAMES: tuple[str, str, str, str] = ("qx", "qy", "qz", "qw")
-ACTION_KINDS = ("joint", "ee")
 ACTION_TOPICS = {"joint": "joint_command", "ee": "ee_command"}
 BASE_FRAME = "base_link"
 

@@ -73,13 +73,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from armstack_policy.actions import upsample_waypoints
 from armstack_policy.vla_decode import DecodeResult, decode_tokens
 from armstack_policy.vla_tokens import (
     ACT_ID,
     ActionBins,
     WordTokenizer,
     split_words,
-    upsample_waypoints,
 )
 from torch import Tensor, nn
 

@@ -134,6 +134,9 @@ def test_select_action_keeps_an_observation_history(make_policy, make_batch, tin
     ({"num_inference_steps": 101}, "DiffusionConfig.num_inference_steps"),
     ({"timestep_spacing": "linspace"}, "DiffusionConfig.timestep_spacing"),
     ({"n_obs_steps": 0}, "DiffusionConfig.n_obs_steps"),
+    ({"action_stride": 0}, "DiffusionConfig.action_stride"),
+    ({"horizon": 16, "action_stride": 5, "n_action_steps": 77},
+     r"DiffusionConfig.n_action_steps \(77\) must not exceed the chunk's 76 frames"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -144,6 +144,37 @@ def test_runtime_path_from_card_alone(diffusion_export, make_dataset):
     assert "DDIM" in md and "normalized action space" in md
 
 
+def test_diffusion_waypoints_export_and_run_at_the_control_rate(tmp_path_factory, dataset_root,
+                                                               layout, tiny_diffusion_config,
+                                                               make_dataset):
+    """A Diffusion Policy that denoises 4 waypoints 3 frames apart: the graph takes (4, D), the
+    card says so, and the runtime's chunk is the torch policy's 10 interpolated frames."""
+    from armstack_policy.onnx_policy import RunnerConfig, load_policy
+
+    cfg = tiny_diffusion_config(horizon=4, action_stride=3, n_action_steps=6)
+    ckpt, out = _train(tmp_path_factory, dataset_root, layout, "diffusion", cfg)
+    result = export_checkpoint(ckpt, out / "model")
+    card = result.card
+    assert card["parity"]["passed"]
+    assert card["control"]["chunk_size"] == 10 and card["control"]["n_action_steps"] == 6
+    assert (card["diffusion"]["waypoints"], card["diffusion"]["stride"]) == (4, 3)
+    assert [io["shape"] for io in card["onnx"]["inputs"] if io["name"] == "x_t"] == [["batch", 4, 7]]
+    runner = load_policy(result.onnx_path, RunnerConfig(seed=11))
+    policy, _ = policy_from_checkpoint(ckpt)
+    obs = _dataset_obs(make_dataset(2, 8), [30], policy.layout.input_keys)
+    chunk = runner.predict_chunk({k: v[0] for k, v in obs.items()})
+    noise = np.random.default_rng(11).standard_normal((1, 4, 7)).astype(np.float32)
+    with torch.no_grad():
+        want = policy.predict_chunk({k: torch.from_numpy(v) for k, v in obs.items()},
+                                    noise=torch.from_numpy(noise))[0].numpy()
+    assert chunk.shape == want.shape == (10, 7)
+    assert np.max(np.abs(chunk - want)) <= 1e-4
+    # rows between waypoints 0 and 1 (rows 0 and 3) lie on the line between them
+    np.testing.assert_allclose(chunk[1], chunk[0] + (chunk[3] - chunk[0]) / 3, atol=1e-6)
+    md = (result.card_path.parent / "MODEL_CARD.md").read_text()
+    assert "4 sampled actions are waypoints 3 control frames apart" in md
+
+
 def test_parity_check_detects_a_different_model(tmp_path, make_policy, tiny_act_config):
     exported, _ = make_policy("act", tiny_act_config(), seed=0)
     other, _ = make_policy("act", tiny_act_config(), seed=1)

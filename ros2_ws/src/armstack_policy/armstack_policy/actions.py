@@ -5,6 +5,8 @@ out as they are. End-effector actions ("ee") hold x, y, z (m, base_link), qx, qy
 gripper (m, left_finger); a regressed or ensembled quaternion is only near unit length, so it
 is normalized before it becomes a pose. The chunk's path for rviz is the ee_link position of
 every row: the action's own x, y, z, or forward kinematics of the joint targets.
+A policy may predict waypoints several control frames apart (a VLA's tokens, a Diffusion
+Policy's denoised chunk): `upsample_waypoints` interpolates them to the control rate.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from armstack_common.transforms import matrix_to_quat_xyzw
 ACTION_KINDS = ("joint", "ee")
 EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 
+
+
+def upsample_waypoints(waypoints: np.ndarray, stride: int) -> np.ndarray:
+    """(..., k, D) waypoints stride frames apart -> (..., (k - 1) * stride + 1, D) by linear
+    interpolation (row j * stride is waypoint j). A quaternion comes out slightly short of unit
+    length between waypoints; the runtime normalizes it (below)."""
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    waypoints = np.asarray(waypoints)
+    if stride == 1:
+        return waypoints
+    k = waypoints.shape[-2]
+    frac = np.arange(stride, dtype=np.float64) / stride  # (s,)
+    start, end = waypoints[..., :-1, None, :], waypoints[..., 1:, None, :]  # (..., k-1, 1, D)
+    rows = start + (end - start) * frac[:, None]  # (..., k-1, s, D)
+    rows = rows.reshape(*waypoints.shape[:-2], (k - 1) * stride, waypoints.shape[-1])
+    return np.concatenate([rows, waypoints[..., -1:, :]], axis=-2).astype(waypoints.dtype)
 
 class ForwardKinematics(Protocol):
     """What the path needs of armstack_common.kinematics.ArmKinematics."""

@@ -14,12 +14,16 @@ everything the runtime needs; nothing here hard-codes a shape:
                                 {classes, fields}, observation.images.<cam> {height, width}
     action                      kind "joint" | "ee", names
     diffusion                   (diffusion only) the NoiseSchedule fields, num_inference_steps,
-                                timestep_spacing, alphas_cumprod, unnormalize {offset, scale}
+                                timestep_spacing, alphas_cumprod, unnormalize {offset, scale},
+                                waypoints and stride (optional: the denoised chunk is waypoints
+                                actions stride frames apart, (waypoints - 1) * stride + 1 =
+                                chunk_size; default chunk_size and 1)
 
 Graphs: ACT maps the raw observations {feature: (1, n_obs, ...)} to `action` (1, k, D) in raw
 units. Diffusion exports only the denoiser (x_t, timestep, observations) -> eps in normalized
 action space; `DiffusionRunner` runs the DDIM loop around it (armstack_policy.ddim, the one
-definition training uses too) and unnormalizes with raw = x * scale + offset.
+definition training uses too), unnormalizes with raw = x * scale + offset and interpolates
+waypoints to the control rate (armstack_policy.actions.upsample_waypoints).
 
 Both runners implement one small interface: `reset()` (new episode) and
 `predict_chunk(observation) -> (k, D)` raw actions, action 0 for the observation's instant.
@@ -40,6 +44,7 @@ from typing import Any
 import numpy as np
 from armstack_common.onnx_session import ORT_PROVIDER_NAMES, open_session
 
+from armstack_policy.actions import ACTION_KINDS, upsample_waypoints
 from armstack_policy.ddim import SPACINGS, DDIMSampler, NoiseSchedule
 from armstack_policy.observation import object_hold_problem
 
@@ -58,7 +63,6 @@ STATE_KEY = "observation.state"
 ENV_STATE_KEY = "observation.environment_state"
 IMAGE_PREFIX = "observation.images."
 POLICY_KINDS = ("act", "diffusion")
-ACTION_KINDS = ("joint", "ee")
 # Relative tolerance between the card's alphas_cumprod and the schedule recomputed here.
 _SCHEDULE_RTOL = 1e-6
 
@@ -143,6 +147,8 @@ class DiffusionSpec:
     action_offset: np.ndarray  # (D,) raw = x * scale + offset
     action_scale: np.ndarray  # (D,)
     alphas_cumprod: np.ndarray | None  # (T,) as the trainer computed it, to cross-check
+    waypoints: int  # actions denoised per chunk (x_t's length), `stride` control frames apart
+    stride: int
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,9 @@ class PolicyCard:
             cameras=cameras,
             action_kind=action_kind, action_names=action_names, inputs=inputs, outputs=outputs,
             onnx_file=str(_get(raw, "onnx.file", source)),
-            diffusion=_diffusion(raw, source, len(action_names)) if kind == "diffusion" else None)
+            diffusion=(_diffusion(raw, source, len(action_names),
+                                  _int(raw, "control.chunk_size", source))
+                       if kind == "diffusion" else None))
         card._check_io(source)
         return card
 
@@ -227,7 +235,7 @@ class PolicyCard:
                                        len(self.object_classes) * len(self.object_fields))
         for cam, h, w in self.cameras:
             expected[IMAGE_PREFIX + cam] = (self.n_obs_steps, 3, h, w)
-        chunk = (self.chunk_size, self.action_dim)
+        chunk = self.graph_chunk_shape
         if self.kind == "diffusion":
             expected |= {"x_t": chunk, "timestep": ()}
         got = {s.name: tuple(s.shape[1:]) for s in self.inputs}
@@ -249,8 +257,15 @@ class PolicyCard:
     def output_name(self) -> str:
         return "eps" if self.kind == "diffusion" else "action"
 
+    @property
+    def graph_chunk_shape(self) -> tuple[int, int]:
+        """(rows, D) of the graph's chunk tensor: a Diffusion Policy's waypoints, else the
+        control-rate chunk."""
+        rows = self.diffusion.waypoints if self.diffusion is not None else self.chunk_size
+        return rows, self.action_dim
 
-def _diffusion(raw: Mapping, source: str, action_dim: int) -> DiffusionSpec:
+
+def _diffusion(raw: Mapping, source: str, action_dim: int, chunk_size: int) -> DiffusionSpec:
     block = _get(raw, "diffusion", source)
     try:
         schedule = NoiseSchedule.from_dict(block)
@@ -268,12 +283,20 @@ def _diffusion(raw: Mapping, source: str, action_dim: int) -> DiffusionSpec:
     if not (scale > 0).all():
         raise CardError(f"{source}: diffusion.unnormalize.scale must be > 0")
     alphas = block.get("alphas_cumprod")
+    # Cards written before waypoints existed denoise the control-rate chunk itself.
+    waypoints = _int(raw, "diffusion.waypoints", source) if "waypoints" in block else chunk_size
+    stride = _int(raw, "diffusion.stride", source) if "stride" in block else 1
+    if (waypoints - 1) * stride + 1 != chunk_size:
+        raise CardError(f"{source}: diffusion.waypoints ({waypoints}) and diffusion.stride "
+                        f"({stride}) must give control.chunk_size ({chunk_size}) = "
+                        "(waypoints - 1) * stride + 1 actions")
     return DiffusionSpec(
         schedule=schedule, num_inference_steps=steps, timestep_spacing=spacing,
         action_offset=_floats(raw, "diffusion.unnormalize.offset", source, action_dim),
         action_scale=scale,
         alphas_cumprod=None if alphas is None else _floats(
-            raw, "diffusion.alphas_cumprod", source, schedule.num_train_timesteps))
+            raw, "diffusion.alphas_cumprod", source, schedule.num_train_timesteps),
+        waypoints=waypoints, stride=stride)
 
 
 def card_object_slots(raw: Mapping, source: str) -> tuple[tuple[str, ...], tuple[str, ...], float]:
@@ -358,7 +381,7 @@ class OnnxPolicy(abc.ABC):
         if card.output_name not in outputs:
             raise CardError(f"the graph has no output {card.output_name!r} (has {sorted(outputs)})")
         graph[card.output_name] = outputs[card.output_name]
-        wanted[card.output_name] = (card.chunk_size, card.action_dim)
+        wanted[card.output_name] = card.graph_chunk_shape
         for name, dims in graph.items():
             # Symbolic graph dims (strings) accept anything; fixed ones must be the card's.
             if len(dims) != len(wanted[name]) or any(
@@ -437,15 +460,16 @@ class DiffusionRunner(OnnxPolicy):
 
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         feeds = self._feeds(observation)
-        noise = self._rng.standard_normal((1, self.card.chunk_size, self.card.action_dim))
+        noise = self._rng.standard_normal((1, *self.card.graph_chunk_shape))
 
         def denoise(x_t: np.ndarray, t: int) -> np.ndarray:
             self._timestep[0] = t
             (eps,) = self._session.run(["eps"], {"x_t": x_t, "timestep": self._timestep, **feeds})
             return eps
 
-        sample = self._sampler.sample(denoise, noise.astype(np.float32))  # (1, k, D) normalized
-        return sample[0] * self._scale + self._offset
+        sample = self._sampler.sample(denoise, noise.astype(np.float32))  # (1, w, D) normalized
+        return upsample_waypoints(sample[0] * self._scale + self._offset,
+                                  self.card.diffusion.stride)  # (k, D)
 
 
 def load_policy(model_path: Path | str, config: RunnerConfig) -> OnnxPolicy:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from armstack_common.onnx_session import open_session
 
+from armstack_policy.actions import upsample_waypoints
 from armstack_policy.onnx_policy import (
     ACTION_KINDS,
     CARD_FILE,
@@ -56,7 +57,6 @@ from armstack_policy.vla_tokens import (
     ActionBins,
     WordTokenizer,
     split_words,
-    upsample_waypoints,
 )
 
 logger = logging.getLogger(__name__)

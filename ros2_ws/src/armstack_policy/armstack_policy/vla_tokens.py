@@ -13,8 +13,8 @@ bins over [low_d, high_d] (the dataset's min and max of that dimension). A value
 bin holding it (values outside the range to the end bins); a bin decodes to its centre, so a
 value inside the range comes back within half a bin width, (high_d - low_d) / (2 num_bins).
 A chunk of k actions of D values is k * D tokens, time-major: a_0[0..D-1], a_1[0..D-1], ...
-The k actions may be waypoints `stride` frames apart; `upsample_waypoints` interpolates them
-linearly to the control rate ((k - 1) * stride + 1 rows).
+The k actions may be waypoints `stride` frames apart; armstack_policy.actions.upsample_waypoints
+interpolates them linearly to the control rate ((k - 1) * stride + 1 rows).
 The bin -> token map is an explicit table (`bin_token_ids`), so a model whose action tokens
 are elsewhere in its vocabulary (OpenVLA uses the last 256 ids of the Llama vocabulary, in
 descending order) fits the same contract.
@@ -218,20 +218,3 @@ class ActionBins:
     @classmethod
     def from_dict(cls, raw: dict) -> ActionBins:
         return cls(raw["low"], raw["high"], raw["bin_token_ids"], int(raw["num_bins"]))
-
-
-def upsample_waypoints(waypoints: np.ndarray, stride: int) -> np.ndarray:
-    """(..., k, D) waypoints stride frames apart -> (..., (k - 1) * stride + 1, D) by linear
-    interpolation (row j * stride is waypoint j). A quaternion comes out slightly short of unit
-    length between waypoints; the runtime normalizes it (armstack_policy.actions)."""
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
-    waypoints = np.asarray(waypoints)
-    if stride == 1:
-        return waypoints
-    k = waypoints.shape[-2]
-    frac = np.arange(stride, dtype=np.float64) / stride  # (s,)
-    start, end = waypoints[..., :-1, None, :], waypoints[..., 1:, None, :]  # (..., k-1, 1, D)
-    rows = start + (end - start) * frac[:, None]  # (..., k-1, s, D)
-    rows = rows.reshape(*waypoints.shape[:-2], (k - 1) * stride, waypoints.shape[-1])
-    return np.concatenate([rows, waypoints[..., -1:, :]], axis=-2).astype(waypoints.dtype)

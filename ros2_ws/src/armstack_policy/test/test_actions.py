@@ -5,7 +5,13 @@ import pytest
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.paths import urdf_path
 from armstack_common.transforms import quat_xyzw_to_matrix
-from armstack_policy.actions import EE_NAMES, ActionLayout, ChunkPath, normalize_quaternion
+from armstack_policy.actions import (
+    EE_NAMES,
+    ActionLayout,
+    ChunkPath,
+    normalize_quaternion,
+    upsample_waypoints,
+)
 
 JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
           "left_finger")
@@ -78,3 +84,14 @@ def test_ee_path_uses_the_position_columns_and_unit_quaternions():
     positions, quaternions = path.poses(chunk)
     np.testing.assert_allclose(positions, chunk[:, :3])
     np.testing.assert_allclose(quaternions[1], [0.0, 0.0, 2 ** -0.5, 2 ** -0.5])
+
+
+def test_waypoints_are_interpolated_to_the_control_rate():
+    waypoints = np.array([[[0.0, 1.0], [0.3, 1.0], [0.3, 0.4]]], np.float32)  # (1, 3, 2)
+    rows = upsample_waypoints(waypoints, 3)
+    assert rows.shape == (1, 7, 2) and rows.dtype == np.float32
+    assert np.allclose(rows[0, :, 0], [0.0, 0.1, 0.2, 0.3, 0.3, 0.3, 0.3])
+    assert np.allclose(rows[0, :, 1], [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4])
+    assert upsample_waypoints(waypoints, 1) is waypoints
+    with pytest.raises(ValueError, match="stride"):
+        upsample_waypoints(waypoints, 0)

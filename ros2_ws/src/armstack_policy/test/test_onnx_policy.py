@@ -122,6 +122,18 @@ def test_diffusion_schedule_disagreement_is_refused(tmp_path):
         load_policy(model.path, RunnerConfig())
 
 
+def test_diffusion_waypoints_must_cover_the_chunk(tmp_path):
+    model = write_proof_model(tmp_path, ProofSpec(kind="diffusion", chunk_size=8))
+
+    def waypoints(card: dict) -> None:
+        card["diffusion"] |= {"waypoints": 3, "stride": 2}
+
+    rewrite_card(model, waypoints)
+    with pytest.raises(CardError, match=r"diffusion.waypoints \(3\) and diffusion.stride \(2\) "
+                                        r"must give control.chunk_size \(8\)"):
+        load_policy(model.path, RunnerConfig())
+
+
 def test_too_many_inference_steps_are_refused(tmp_path):
     spec = ProofSpec(kind="diffusion", chunk_size=8, schedule=NoiseSchedule(num_train_timesteps=20))
     model = write_proof_model(tmp_path, spec)

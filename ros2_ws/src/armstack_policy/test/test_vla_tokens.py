@@ -10,7 +10,6 @@ from armstack_policy.vla_tokens import (
     ActionBins,
     WordTokenizer,
     split_words,
-    upsample_waypoints,
     vocabulary_from_texts,
 )
 
@@ -116,14 +115,3 @@ def test_token_table_maps_bins_anywhere_in_the_vocabulary():
 def test_bins_validation(low, high, ids, message):
     with pytest.raises(ValueError, match=message):
         ActionBins(low, high, ids)
-
-
-def test_waypoints_are_interpolated_to_the_control_rate():
-    waypoints = np.array([[[0.0, 1.0], [0.3, 1.0], [0.3, 0.4]]], np.float32)  # (1, 3, 2)
-    rows = upsample_waypoints(waypoints, 3)
-    assert rows.shape == (1, 7, 2) and rows.dtype == np.float32
-    assert np.allclose(rows[0, :, 0], [0.0, 0.1, 0.2, 0.3, 0.3, 0.3, 0.3])
-    assert np.allclose(rows[0, :, 1], [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4])
-    assert upsample_waypoints(waypoints, 1) is waypoints
-    with pytest.raises(ValueError, match="stride"):
-        upsample_waypoints(waypoints, 0)
