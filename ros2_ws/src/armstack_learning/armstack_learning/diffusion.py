@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 
 import torch
-from armstack_policy.actions import upsample_waypoints
+from armstack_policy.actions import upsample_waypoints, waypoint_frames
 from armstack_policy.ddim import SPACINGS, NoiseSchedule, alphas_cumprod, ddim_timesteps
 from torch import Tensor, nn
 
@@ -110,7 +110,7 @@ class DiffusionConfig:
     @property
     def chunk_frames(self) -> int:
         """Control frames a chunk covers: (horizon - 1) * action_stride + 1."""
-        return (self.horizon - 1) * self.action_stride + 1
+        return waypoint_frames(self.horizon, self.action_stride)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -73,7 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from armstack_policy.actions import upsample_waypoints
+from armstack_policy.actions import upsample_waypoints, waypoint_frames
 from armstack_policy.vla_decode import DecodeResult, decode_tokens
 from armstack_policy.vla_tokens import (
     ACT_ID,
@@ -179,7 +179,7 @@ class VLAConfig:
     @property
     def horizon(self) -> int:
         """Frames the interpolated chunk covers: (chunk_size - 1) * action_stride + 1."""
-        return (self.chunk_size - 1) * self.action_stride + 1
+        return waypoint_frames(self.chunk_size, self.action_stride)
 
     @property
     def stride(self) -> int:

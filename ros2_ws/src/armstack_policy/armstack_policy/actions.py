@@ -23,6 +23,11 @@ ACTION_KINDS = ("joint", "ee")
 EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 
 
+def waypoint_frames(waypoints: int, stride: int) -> int:
+    """Control frames that `waypoints` actions `stride` frames apart span, both ends included:
+    the length of their `upsample_waypoints`."""
+    return (waypoints - 1) * stride + 1
+
 
 def upsample_waypoints(waypoints: np.ndarray, stride: int) -> np.ndarray:
     """(..., k, D) waypoints stride frames apart -> (..., (k - 1) * stride + 1, D) by linear
@@ -39,6 +44,7 @@ def upsample_waypoints(waypoints: np.ndarray, stride: int) -> np.ndarray:
     rows = start + (end - start) * frac[:, None]  # (..., k-1, s, D)
     rows = rows.reshape(*waypoints.shape[:-2], (k - 1) * stride, waypoints.shape[-1])
     return np.concatenate([rows, waypoints[..., -1:, :]], axis=-2).astype(waypoints.dtype)
+
 
 class ForwardKinematics(Protocol):
     """What the path needs of armstack_common.kinematics.ArmKinematics."""

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from armstack_common.onnx_session import ORT_PROVIDER_NAMES, open_session
 
-from armstack_policy.actions import ACTION_KINDS, upsample_waypoints
+from armstack_policy.actions import ACTION_KINDS, upsample_waypoints, waypoint_frames
 from armstack_policy.ddim import SPACINGS, DDIMSampler, NoiseSchedule
 from armstack_policy.observation import object_hold_problem
 
@@ -213,8 +213,9 @@ class PolicyCard:
         outputs = tuple(TensorSpec.from_dict(s, f"{source}: onnx.outputs")
                         for s in _get(raw, "onnx.outputs", source))
         action_names = _names(raw, "action.names", source)
+        chunk_size = _int(raw, "control.chunk_size", source)
         card = cls(
-            kind=kind, fps=float(fps), chunk_size=_int(raw, "control.chunk_size", source),
+            kind=kind, fps=float(fps), chunk_size=chunk_size,
             n_obs_steps=_int(raw, "control.n_obs_steps", source),
             n_action_steps=_int(raw, "control.n_action_steps", source),
             state_names=_names(raw, ("observation", STATE_KEY, "names"), source),
@@ -222,8 +223,7 @@ class PolicyCard:
             cameras=cameras,
             action_kind=action_kind, action_names=action_names, inputs=inputs, outputs=outputs,
             onnx_file=str(_get(raw, "onnx.file", source)),
-            diffusion=(_diffusion(raw, source, len(action_names),
-                                  _int(raw, "control.chunk_size", source))
+            diffusion=(_diffusion(raw, source, len(action_names), chunk_size)
                        if kind == "diffusion" else None))
         card._check_io(source)
         return card
@@ -286,7 +286,7 @@ def _diffusion(raw: Mapping, source: str, action_dim: int, chunk_size: int) -> D
     # Cards written before waypoints existed denoise the control-rate chunk itself.
     waypoints = _int(raw, "diffusion.waypoints", source) if "waypoints" in block else chunk_size
     stride = _int(raw, "diffusion.stride", source) if "stride" in block else 1
-    if (waypoints - 1) * stride + 1 != chunk_size:
+    if waypoint_frames(waypoints, stride) != chunk_size:
         raise CardError(f"{source}: diffusion.waypoints ({waypoints}) and diffusion.stride "
                         f"({stride}) must give control.chunk_size ({chunk_size}) = "
                         "(waypoints - 1) * stride + 1 actions")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from armstack_common.onnx_session import open_session
 
-from armstack_policy.actions import upsample_waypoints
+from armstack_policy.actions import upsample_waypoints, waypoint_frames
 from armstack_policy.onnx_policy import (
     ACTION_KINDS,
     CARD_FILE,
@@ -310,7 +310,7 @@ class VLACard:
         if not self.default_temperature >= 0.0:
             raise CardError(f"{source}: vla.decoding.default_temperature must be >= 0")
         if not all(isinstance(v, int) and v >= 1 for v in (self.waypoints, self.stride)) or \
-                (self.waypoints - 1) * self.stride + 1 != self.chunk_size:
+                waypoint_frames(self.waypoints, self.stride) != self.chunk_size:
             raise CardError(f"{source}: vla.actions.waypoints ({self.waypoints}) and stride "
                             f"({self.stride}) must give control.chunk_size ({self.chunk_size}) "
                             "= (waypoints - 1) * stride + 1 actions")

@@ -11,6 +11,7 @@ from armstack_policy.actions import (
     ChunkPath,
     normalize_quaternion,
     upsample_waypoints,
+    waypoint_frames,
 )
 
 JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
@@ -95,3 +96,9 @@ def test_waypoints_are_interpolated_to_the_control_rate():
     assert upsample_waypoints(waypoints, 1) is waypoints
     with pytest.raises(ValueError, match="stride"):
         upsample_waypoints(waypoints, 0)
+
+
+@pytest.mark.parametrize(("waypoints", "stride"), [(1, 1), (3, 1), (3, 3), (16, 5), (8, 4)])
+def test_waypoint_frames_is_the_upsampled_length(waypoints, stride):
+    rows = upsample_waypoints(np.zeros((waypoints, 2), np.float32), stride)
+    assert waypoint_frames(waypoints, stride) == rows.shape[0]
