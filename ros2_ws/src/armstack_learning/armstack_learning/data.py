@@ -130,7 +130,9 @@ class ChunkDataset(Dataset):
         self._task_tokens = None  # (n_tasks, L) ids of each task string
         if tokenize is not None:
             self._task_tokens = np.stack([tokenize(t) for t in self.reader.tasks])
-        self._frames: dict[str, np.ndarray] = {}  # image key -> (N, H, W, 3) uint8
+        # image key -> (len(self), H, W, 3) uint8: the selected episodes' frames, in
+        # `_frames_used` order (row i is frame _frames_used[i])
+        self._frames: dict[str, np.ndarray] = {}
         self._relocation = relocation if relocation and relocation.enabled else None
         if self._relocation:
             self._prepare_relocation(self._relocation)
@@ -176,7 +178,8 @@ class ChunkDataset(Dataset):
             item[ENV_STATE_KEY] = torch.from_numpy(self._sample_env(t, obs))
         for key in self.layout.image_keys:
             if key in self._frames:
-                frames = self._frames[key][obs]  # (n_obs, H, W, 3) uint8
+                rows = np.searchsorted(self._frames_used, obs)
+                frames = self._frames[key][rows]  # (n_obs, H, W, 3) uint8
             else:
                 times = self._timestamp[obs]  # episode-relative, as the format stores them
                 frames = resize_frames(self.reader.decode_video(int(self._episode[t]), key, times),
@@ -227,15 +230,16 @@ class ChunkDataset(Dataset):
         t0 = time.perf_counter()
         h, w = self.image_size
         for key in self.layout.image_keys:
-            frames = np.empty((self.reader.num_frames, h, w, 3), np.uint8)
-            for e in range(self.reader.num_episodes):
-                span = self.reader.episode_range(e)
+            frames = np.empty((len(self), h, w, 3), np.uint8)
+            for e in self.episodes:
+                span = self.reader.episode_range(int(e))
+                row = int(np.searchsorted(self._frames_used, span.start))  # episodes are whole
                 times = self._timestamp[span.start:span.stop]
-                frames[span.start:span.stop] = resize_frames(
-                    self.reader.decode_video(e, key, times), self.image_size)
+                frames[row:row + len(span)] = resize_frames(
+                    self.reader.decode_video(int(e), key, times), self.image_size)
             self._frames[key] = frames
         logger.info("preloaded %d frames of %d camera(s) at %dx%d in %.1f s (%.0f MB)",
-                    self.reader.num_frames,
+                    len(self),
                     len(self._frames), w, h, time.perf_counter() - t0,
                     sum(f.nbytes for f in self._frames.values()) / 1e6)
 

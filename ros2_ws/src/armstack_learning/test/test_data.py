@@ -176,3 +176,45 @@ def test_camera_frames_are_decoded_per_observation_step(tmp_path, synthetic):
     np.testing.assert_allclose(frames.mean(dim=(1, 2, 3)).numpy(), brightness[[4, 5]] / 255.0,
                                atol=0.02)
     assert "observation.images.top" in ds.normalizer(NormalizationConfig())
+
+
+def test_preloaded_frames_of_an_episode_selection_are_that_episodes(tmp_path, synthetic):
+    """preload_images with some episodes (kept in memory: only their frames): every sample gets
+    the frames of its own episode and step, the same as decoding them on demand."""
+    from armstack_learning.data import ChunkDataset
+    from armstack_learning.features import layout_for_dataset
+    from armstack_recorder.lerobot_dataset import (
+        CameraSpec,
+        FeatureSpec,
+        LeRobotDatasetWriter,
+        WriterConfig,
+    )
+    from armstack_recorder.metadata import read_info
+    from armstack_recorder.video import VideoConfig
+
+    spec = FeatureSpec(state_names=list(synthetic.state_names), action_names=list(synthetic.state_names),
+                       env_state_names=synthetic.objects.names, cameras=[CameraSpec("top", 64, 64)])
+    cfg = WriterConfig(root=tmp_path / "cam", fps=synthetic.fps, robot_type="armstack_wx250s",
+                       features=spec, video=VideoConfig(codec="libx264"))
+    frames = 8
+    brightness = 30 + 70 * np.arange(3)[:, None] + 6 * np.arange(frames)  # (episode, step)
+    with LeRobotDatasetWriter(cfg) as writer:
+        for e in range(3):
+            state, env, action = synthetic.episode(e, frames=frames)
+            writer.start_episode("pick")
+            for k in range(frames):
+                image = np.full((64, 64, 3), brightness[e, k], np.uint8)
+                writer.add_frame(state[k], action[k], env[k], {"top": image})
+            writer.save_episode()
+    layout = layout_for_dataset(read_info(cfg.root)["features"], synthetic.objects, "joint", ("top",))
+    window = WindowConfig(n_obs_steps=2, chunk_size=4)
+    preloaded = ChunkDataset(cfg.root, layout, window, episodes=(0, 2), preload_images=True)
+    on_demand = ChunkDataset(cfg.root, layout, window, episodes=(0, 2))
+    assert len(preloaded) == 2 * frames
+    for i in range(len(preloaded)):
+        e, k = (0, i) if i < frames else (2, i - frames)
+        steps = [max(k - 1, 0), k]
+        got = preloaded[i]["observation.images.top"]
+        np.testing.assert_allclose(got.mean(dim=(1, 2, 3)).numpy(), brightness[e, steps] / 255.0,
+                                   atol=0.02)
+        np.testing.assert_array_equal(got.numpy(), on_demand[i]["observation.images.top"].numpy())
