@@ -37,7 +37,7 @@ from armstack_eval.inprocess import (
 )
 from armstack_eval.trace import EpisodeTrace, find_grasps
 from armstack_policy.chunk_buffer import FAVOUR, MODES
-from armstack_policy.onnx_policy import RunnerConfig, load_policy
+from armstack_policy.onnx_policy import DiffusionRunner, RunnerConfig, load_policy
 from armstack_sim.world import SimConfig, SimWorld
 
 EXPORT_TOOL = "tools/train_policy.py then tools/export_policy.py"
@@ -74,6 +74,8 @@ def main() -> int:
                    help="recovery: each episode starts after the scripted expert has missed a "
                    "cube on purpose, the gripper closed beside it (armstack_eval.inprocess)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--num-inference-steps", type=int, default=0,
+                   help="diffusion policies: DDIM steps (0: the model card's)")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     p.add_argument("--trace-dir", type=Path,
                    help="save each episode's step-by-step trace here (episode_SEED.npz, "
@@ -87,7 +89,12 @@ def main() -> int:
         favour=args.favour, blend_steps=args.blend_steps,
         start_positions=sim_start_pose(args.start_pose)["start_positions"],
         start_at_miss=args.start_at_miss)
-    policy = load_policy(_resolve(args.model, EXPORT_TOOL), RunnerConfig(intra_op_threads=args.threads))
+    try:
+        runner = RunnerConfig(intra_op_threads=args.threads,
+                              num_inference_steps=args.num_inference_steps)
+    except ValueError as exc:
+        p.error(str(exc))
+    policy = load_policy(_resolve(args.model, EXPORT_TOOL), runner)
     detector = detector_path(args.detector_model) if args.objects == "perception" else None
     scene = {name: tuple(value) for name, value in
              (("workspace_x", args.workspace_x), ("workspace_y", args.workspace_y)) if value}
@@ -122,6 +129,8 @@ def main() -> int:
         evaluator.close()
     summary = summarize(outcomes, config)
     summary["model"] = str(args.model)
+    if isinstance(policy, DiffusionRunner):
+        summary["num_inference_steps"] = policy.num_steps
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,28 @@ def test_the_tool_evaluates_on_a_strip_of_the_workspace(tmp_path):
     assert reversed_.returncode == 2 and "workspace_x" in reversed_.stderr
 
 
+def test_the_tool_sets_a_diffusion_policys_ddim_steps(tmp_path):
+    """--num-inference-steps overrides the card's DDIM steps; the JSON records the steps run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proof = write_proof_model(tmp_path, ProofSpec(kind="diffusion", n_obs_steps=1, chunk_size=8,
+                                                  num_inference_steps=10))
+    tool = Path(__file__).resolve().parents[4] / "tools" / "eval_policy_inprocess.py"
+    out = tmp_path / "eval.json"
+    command = [sys.executable, str(tool), "--model", str(proof.path), "--episodes", "1",
+               "--time-limit", "0.1", "--objects", "ground_truth", "--json", str(out)]
+    run = subprocess.run([*command, "--num-inference-steps", "3"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(out.read_text())["summary"]["num_inference_steps"] == 3
+    bad = subprocess.run([*command, "--num-inference-steps", "-1"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "num_inference_steps" in bad.stderr
+
+
 @pytest.mark.parametrize(("overrides", "field"), [
     ({"episodes": 0}, "episodes"), ({"objects": "oracle"}, "objects"),
     ({"mode": "fastest"}, "mode"), ({"time_limit": 0.0}, "time_limit"),
