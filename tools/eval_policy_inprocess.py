@@ -26,7 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
-from armstack_common.paths import model_file
+from armstack_common.paths import resolve_model
 from armstack_eval.episodes import sim_start_pose, start_pose_arg
 from armstack_eval.inprocess import (
     OBJECT_SOURCES,
@@ -94,7 +94,7 @@ def main() -> int:
                               num_inference_steps=args.num_inference_steps)
     except ValueError as exc:
         p.error(str(exc))
-    policy = load_policy(_resolve(args.model, EXPORT_TOOL), runner)
+    policy = load_policy(resolve_model(args.model, EXPORT_TOOL), runner)
     detector = detector_path(args.detector_model) if args.objects == "perception" else None
     scene = {name: tuple(value) for name, value in
              (("workspace_x", args.workspace_x), ("workspace_y", args.workspace_y)) if value}
@@ -137,10 +137,6 @@ def main() -> int:
         args.json.write_text(json.dumps({"summary": summary,
                                          "episodes": [o.to_dict() for o in outcomes]}, indent=2))
     return 0
-
-
-def _resolve(path: str, made_by: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else model_file(path, made_by)
 
 
 if __name__ == "__main__":

@@ -82,17 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model(relative: str) -> Path:
-    path = Path(relative).expanduser()
-    return path if path.is_absolute() else paths.models_dir() / relative
-
-
 def runner_config(args: argparse.Namespace) -> RunnerConfig:
     """What the episode runner listens to, from the policy's card; ValueError names a missing
     model or an impossible choice."""
     topic, needs_objects = COMMAND, False
     if args.controller == "policy":
-        model = _model(args.policy_model)
+        model = paths.model_location(args.policy_model)
         if not model.is_file():
             raise ValueError(f"policy model {model} not found (tools/train_policy.py, then "
                              "tools/export_policy.py make it; or --controller expert)")
@@ -102,8 +97,8 @@ def runner_config(args: argparse.Namespace) -> RunnerConfig:
         if needs_objects and args.no_perception:
             raise ValueError(f"the policy takes objects {list(card.object_classes)}: it needs "
                              "perception (drop --no-perception)")
-    if not args.no_perception and not _model(args.detector_model).is_file():
-        raise ValueError(f"detector model {_model(args.detector_model)} not found "
+    if not args.no_perception and not paths.model_location(args.detector_model).is_file():
+        raise ValueError(f"detector model {paths.model_location(args.detector_model)} not found "
                          "(tools/train_detector.py makes it; or --no-perception)")
     # An upper bound: the run ends on time, between episodes (SoakView.alive).
     bound = int(args.minutes * 60.0 / 2.0) + 1

@@ -156,10 +156,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 def resolve_config_path(value: str) -> Path:
     """A path parameter as a file path: an absolute or ~ path as given, a relative one from
     the working directory if it exists there, else from armstack's config dir."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return paths.config_dir() / path
+    return paths.user_path(value, paths.config_dir())
 
 
 @dataclass(frozen=True)

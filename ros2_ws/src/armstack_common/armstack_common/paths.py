@@ -99,3 +99,27 @@ def model_file(relative: str, made_by: str) -> Path:
     if not path.is_file():
         raise ArmstackPathError(f"model not found: {path} (made by: {made_by})")
     return path
+
+
+def user_path(value: str, folder: Path) -> Path:
+    """A file a user named (a parameter, a command-line argument): an absolute or ~ path as
+    given, a relative one from the working directory if it exists there, else one under
+    `folder` (e.g. models_dir()); not checked to exist."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return folder / path
+
+
+def model_location(value: str) -> Path:
+    """Where the model a user named is (user_path under models/); not checked to exist."""
+    return user_path(value, models_dir())
+
+
+def resolve_model(value: str, made_by: str) -> Path:
+    """The model a user named (model_location), which must be a file; the error names the
+    path and the tool that makes it."""
+    path = model_location(value)
+    if not path.is_file():
+        raise ArmstackPathError(f"model not found: {path} (made by: {made_by})")
+    return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -32,21 +31,12 @@ from armstack_detector.onnx_runner import TRAIN_TOOL, OnnxDetector
 from armstack_detector.results import ClassNames, detections_to_msg, draw_overlay, load_labels
 
 
-def resolve_model(value: str) -> Path:
-    """An absolute or ~ path as given, an existing relative one from the working directory,
-    else a file under models/ (the error names the tool that makes it)."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return paths.model_file(value, made_by=TRAIN_TOOL)
-
-
 class DetectorNode(Node):
     def __init__(self) -> None:
         super().__init__("detector")
         self.params = NodeParameters(self, PARAMS, DetectorNodeConfig.from_params, self._on_update)
         cfg: DetectorNodeConfig = self.params.config
-        model_path = resolve_model(cfg.model_path)
+        model_path = paths.resolve_model(cfg.model_path, made_by=TRAIN_TOOL)
         self.detector = OnnxDetector(cfg.detector_config(str(model_path)))
         self.names = self._class_names(cfg)
         self.get_logger().info(

@@ -100,23 +100,18 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
 DEFAULT_INSTRUCTION = "put the {color} cube in the bin"
 
 
-def _model_path(relative: str) -> Path:
-    path = Path(relative).expanduser()
-    return path if path.is_absolute() else paths.models_dir() / relative
-
-
 def _resolve_choices(args: argparse.Namespace, say) -> None:
     """auto controller and missing models: decide, or raise ValueError naming the fix. Sets
     args.command_topic and args.needs_objects from the policy's model card."""
     if args.controller == "auto":
-        args.controller = "policy" if _model_path(args.policy_model).is_file() else "expert"
+        args.controller = "policy" if paths.model_location(args.policy_model).is_file() else "expert"
         if args.controller == "expert":
             say(f"no policy model at models/{args.policy_model} ({_POLICY_MAKER} make one): "
                 "the scripted expert drives the arm")
     args.command_topic, args.needs_objects = COMMAND, False
     instruction, args.instruction = args.instruction, ""
     if args.controller == "policy":
-        model = _model_path(args.policy_model)
+        model = paths.model_location(args.policy_model)
         if not model.is_file():
             raise ValueError(f"policy model {model} not found: make it with {_POLICY_MAKER}, "
                              "or pass --controller expert")
@@ -133,9 +128,9 @@ def _resolve_choices(args: argparse.Namespace, say) -> None:
         if args.needs_objects and args.no_perception:
             raise ValueError(f"--no-perception: the policy takes objects {list(card.object_classes)} "
                              "from the detector and localization")
-    if not args.no_perception and not _model_path(args.detector_model).is_file():
+    if not args.no_perception and not paths.model_location(args.detector_model).is_file():
         if args.needs_objects or not args.auto_perception:
-            raise ValueError(f"detector model {_model_path(args.detector_model)} not found: make it with "
+            raise ValueError(f"detector model {paths.model_location(args.detector_model)} not found: make it with "
                              f"{_DETECTOR_MAKER}, or pass --no-perception (when the controller needs no objects)")
         say(f"no detector at models/{args.detector_model}: running without perception")
         args.no_perception = True

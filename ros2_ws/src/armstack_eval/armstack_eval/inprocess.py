@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from armstack_camera.calibration import CameraModel
 from armstack_common.kinematics import ArmKinematics
-from armstack_common.paths import config_file, model_file, urdf_path
+from armstack_common.paths import config_file, resolve_model, urdf_path
 from armstack_common.servo_config import load_default_servo_config
 from armstack_common.transforms import matrix_to_quat_xyzw
 from armstack_detector.node_config import DetectorNodeConfig
@@ -141,10 +141,8 @@ def camera_frames(world: SimWorld, frames: int, fps: float) -> Iterator[int]:
 
 
 def detector_path(value: str) -> Path:
-    """A detector model: an absolute or ~ path as given, else a file under models/ (the error
-    names the tool that makes it)."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else model_file(value, made_by=DETECTOR_TOOL)
+    """The detector model a user named (armstack_common.paths.resolve_model)."""
+    return resolve_model(value, made_by=DETECTOR_TOOL)
 
 
 class Perception:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 from armstack_camera.msg_conv import image_to_numpy
@@ -55,15 +54,6 @@ _QOS_DEPTH = 10
 _WORKER_POLL = 0.1
 
 
-def resolve_model(value: str) -> Path:
-    """An absolute or ~ path as given, an existing relative one from the working directory,
-    else a file under models/ (the error names the tools that make it)."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return paths.model_file(value, made_by=MAKERS)
-
-
 def _stamp(t: float) -> Time:
     sec, nanosec = sec_to_stamp_fields(t)
     return Time(sec=sec, nanosec=nanosec)
@@ -75,7 +65,7 @@ class PolicyNode(Node):
         self._card: PolicyCard | None = None
         self._params = NodeParameters(self, POLICY_PARAMS, self._validate, self._on_update)
         cfg: PolicyNodeConfig = self._params.config
-        model_path = resolve_model(cfg.model_path)
+        model_path = paths.resolve_model(cfg.model_path, made_by=MAKERS)
         policy = load_policy(model_path, cfg.runner)
         self._card = card = policy.card
         self._layout = ActionLayout(card.action_kind, card.action_names)
