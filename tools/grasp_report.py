@@ -4,7 +4,9 @@
 Every close the policy commanded within --aimed-within of a cube counts: how far the gripper
 was from that cube's centre (median, p90), how many lifted it, and whether the miss grows
 towards the centre of the layouts (a negative slope: a cube near an edge is reached short of
-it, towards the middle, as a regression that has seen few edge layouts does).
+it, towards the middle, as a regression that has seen few edge layouts does). The first close
+of each episode is the reach from the start pose to the first cube, before anything can have
+gone wrong; short episodes (--time-limit 2.5) measure it in seconds each.
 
     python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 30 \\
         --trace-dir out/traces
@@ -17,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from armstack_eval.trace import EpisodeTrace, find_grasps, grasp_bias
 from armstack_sim.world import SimConfig
 
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         "workspace centre, %(default)s)")
     p.add_argument("--aimed-within", type=float, default=0.06,
                    help="m: closes farther than this from every cube are left out")
+    p.add_argument("--first-within", type=float, default=0.015,
+                   help="m: count the episodes whose first close was this near a cube's centre")
     args = p.parse_args(argv)
     for path in args.traces:
         if not path.exists():
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         p.error(f"no episode_*.npz in {[str(t) for t in args.traces]} "
                 "(written by tools/eval_policy_inprocess.py --trace-dir)")
-    grasps = [g for f in files for g in find_grasps(EpisodeTrace.load(f))]
+    per_episode = [find_grasps(EpisodeTrace.load(f)) for f in files]
+    grasps = [g for episode in per_episode for g in episode]
     try:
         bias = grasp_bias(grasps, tuple(args.centre), args.aimed_within)
     except ValueError as exc:
@@ -55,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"miss = slope * (cube - centre {args.centre[0]:.3f}, {args.centre[1]:.3f}) + bias: "
           f"slope x {bias.slope[0]:+.3f}, y {bias.slope[1]:+.3f}; "
           f"bias x {bias.bias[0] * 100:+.2f} cm, y {bias.bias[1] * 100:+.2f} cm")
+    first = np.array([episode[0].offset for episode in per_episode if episode])
+    print(f"first close of each episode ({len(first)} of {len(files)} closed): median "
+          f"{np.median(first) * 100:.1f} cm, p90 {np.percentile(first, 90) * 100:.1f} cm from "
+          f"the nearest cube's centre; {int(np.sum(first <= args.first_within))} within "
+          f"{args.first_within * 100:.1f} cm")
     return 0
 
 

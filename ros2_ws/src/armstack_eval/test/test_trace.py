@@ -107,6 +107,9 @@ def test_the_report_tool_reads_trace_directories(tmp_path) -> None:
     assert run.returncode == 0, run.stderr
     assert "3 episodes, 3 closes; 3 within 6 cm of a cube, 0 of them lifted it" in run.stdout
     assert "median 2.1 cm" in run.stdout  # hypot(0.02, 0.006)
+    # one close per episode, 1.2, 2.1 and 3.1 cm off
+    assert "first close of each episode (3 of 3 closed): median 2.1 cm, p90 2.9 cm" in run.stdout
+    assert "; 1 within 1.5 cm" in run.stdout
     empty = subprocess.run([sys.executable, str(tool), str(tmp_path / "none")],
                            capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "--trace-dir" in empty.stderr
