@@ -48,7 +48,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__)
-    p.add_argument("--model", required=True, help="policy .onnx under models/ (or absolute)")
+    p.add_argument("--model", required=True, help="policy .onnx: a path, or one under models/")
     p.add_argument("--episodes", type=int, default=d.episodes)
     p.add_argument("--seed", type=int, default=d.seed, help="scene seed of the first episode")
     p.add_argument("--time-limit", type=float, default=d.time_limit, help="simulated s")

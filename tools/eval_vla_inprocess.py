@@ -219,7 +219,7 @@ def main() -> int:
     p.add_argument("--objects", choices=OBJECT_SOURCES, default=EvalConfig.objects,
                    help="where a VLA with object tokens gets the objects from")
     p.add_argument("--detector-model", default="detector/detector.onnx",
-                   help="detector of --objects perception, under models/ or absolute")
+                   help="detector of --objects perception: a path, or one under models/")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, help="write the per-episode results and summary here")
     p.add_argument("--trace-dir", type=Path,

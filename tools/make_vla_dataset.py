@@ -246,7 +246,7 @@ def main() -> int:
                         "detector and localization on each frame (what a policy sees on the "
                         "graph; ~10x slower)")
     p.add_argument("--detector-model", default="detector/detector.onnx",
-                   help="detector of --objects perception, under models/ or absolute")
+                   help="detector of --objects perception: a path, or one under models/")
     p.add_argument("--codec", choices=CODECS, default="libx264")
     p.add_argument("--crf", type=int, default=18,
                    help="quality; low keeps the few-pixel cubes of small frames sharp")

@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long episodes keep starting")
     parser.add_argument("--controller", choices=CONTROLLERS, default="policy")
     parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
-                        help="ONNX policy (model_card.json beside it), under models/ or absolute")
+                        help="ONNX policy (model_card.json beside it): a path or one under models/")
     parser.add_argument("--mode", choices=MODES, default="async_latency_compensated",
                         help="chunk buffer mode of the policy node")
     parser.add_argument("--detector-model", default="detector/detector.onnx",
-                        help="ONNX detector, under models/ or absolute")
+                        help="ONNX detector: a path, or one under models/")
     parser.add_argument("--no-perception", action="store_true",
                         help="no detector and localization (the expert needs neither)")
     parser.add_argument("--episode-timeout", type=float, default=60.0, help="seconds per episode")

@@ -62,7 +62,7 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
                         help="what drives the arm: the policy node, the scripted expert (teleop), or auto "
                              "(the policy when its model exists, else the expert)")
     parser.add_argument("--policy-model", default="policy/act_pick/policy.onnx",
-                        help="ONNX policy (model_card.json beside it), under models/ or absolute")
+                        help="ONNX policy (model_card.json beside it): a path or one under models/")
     parser.add_argument("--instruction", default=None, metavar="TEMPLATE",
                         help="VLA policies: each episode names one cube in this instruction, "
                              "{color} its colour (default: \"%s\"); success is that cube alone in "
@@ -82,7 +82,7 @@ def build_parser(prog: str, episodes: int, controller: str) -> argparse.Argument
     parser.add_argument("--seed", type=int, default=1, help="seed of the first scene (+1 per episode)")
     parser.add_argument("--objects", default="red,green,blue", help="comma-separated cube colours")
     parser.add_argument("--detector-model", default="detector/detector.onnx",
-                        help="ONNX detector, under models/ or absolute")
+                        help="ONNX detector: a path, or one under models/")
     parser.add_argument("--no-perception", action="store_true",
                         help="no detector and localization (the expert and image policies need neither; "
                              "a policy that takes objects does)")

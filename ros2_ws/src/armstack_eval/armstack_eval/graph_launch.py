@@ -31,13 +31,13 @@ class GraphConfig:
     launch_dir: Path  # armstack's launch/ (demo.launch.yaml)
     servo_port_link: str  # the simulator's pty link, the driver's port
     controller: str = "policy"  # one of CONTROLLERS
-    policy_model: str = "policy/act_pick/policy.onnx"  # relative to models/, or absolute
+    policy_model: str = "policy/act_pick/policy.onnx"  # a path, or one under models/
     chunk_mode: str = "receding_horizon"  # armstack_policy.chunk_buffer.MODES
     # Further policy node parameters (name, value) over config/policy.yaml's, e.g.
     # ("min_inference_period", 0.5); the node checks names and ranges at start.
     policy_params: tuple[tuple[str, object], ...] = ()
     perception: bool = True  # detector + localization (a policy that takes objects needs them)
-    detector_model: str = "detector/detector.onnx"  # relative to models/, or absolute
+    detector_model: str = "detector/detector.onnx"  # a path, or one under models/
     seed: int = 0  # of the first scene; the simulator adds one per reset
     objects: tuple[str, ...] = ("red", "green", "blue")  # cube colours
     expert_time_limit: float = 60.0  # s per expert take
