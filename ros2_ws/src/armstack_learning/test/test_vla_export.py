@@ -181,6 +181,14 @@ def test_adapter_path_runs_a_differently_exported_model(exported, tmp_path):
     assert np.array_equal(adapted.predict_chunk(obs), native.predict_chunk(obs))
 
 
+def test_set_instruction_returns_the_words_the_model_does_not_know(exported):
+    _, ds, out = exported
+    runner = load_vla_policy(out / "policy.onnx", RunnerConfig())
+    assert runner.set_instruction(ds.task(0)) == []
+    assert runner.set_instruction("put the purple cube in the bin") == ["purple"]
+    assert runner.instruction == "put the purple cube in the bin"  # kept; purple reads as <unk>
+
+
 def test_temperature_sampling_stays_on_action_tokens_and_is_seeded(exported):
     _, ds, out = exported
     runner = load_vla_policy(out / "policy.onnx", RunnerConfig(),

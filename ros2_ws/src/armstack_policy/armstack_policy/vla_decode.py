@@ -28,7 +28,6 @@ otherwise).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ from armstack_policy.vla_tokens import (
     split_words,
 )
 
-logger = logging.getLogger(__name__)
 
 CACHE_LAYOUTS = ("stacked", "per_layer")
 STEP_FILE = "policy_step.onnx"
@@ -410,14 +408,11 @@ class VLARunner:
 
     def set_instruction(self, text: str) -> list[str]:
         """Tokenize and keep the instruction; returns words the model does not know (they
-        become <unk>). Raises ValueError for an empty or too long instruction."""
+        become <unk>) for the caller to report. Raises ValueError for an empty or too long
+        instruction."""
         tokens = self.card.tokenizer.encode(text)
-        unknown = self.card.tokenizer.unknown_words(text)
-        if unknown:
-            logger.warning("instruction %r: words %s were not in the training tasks", text,
-                           unknown)
         self._tokens, self.instruction = tokens[None], text
-        return unknown
+        return self.card.tokenizer.unknown_words(text)
 
     def set_instruction_tokens(self, tokens: np.ndarray) -> None:
         """Instruction given as ids (L,) already (e.g. made by the model's own tokenizer)."""
