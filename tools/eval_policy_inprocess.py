@@ -76,6 +76,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--num-inference-steps", type=int, default=0,
                    help="diffusion policies: DDIM steps (0: the model card's)")
+    p.add_argument("--diffusion-samples", type=int, default=1,
+                   help="diffusion policies: chunks sampled per observation and averaged")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     p.add_argument("--trace-dir", type=Path,
                    help="save each episode's step-by-step trace here (episode_SEED.npz, "
@@ -91,7 +93,8 @@ def main() -> int:
         start_at_miss=args.start_at_miss)
     try:
         runner = RunnerConfig(intra_op_threads=args.threads,
-                              num_inference_steps=args.num_inference_steps)
+                              num_inference_steps=args.num_inference_steps,
+                              diffusion_samples=args.diffusion_samples)
     except ValueError as exc:
         p.error(str(exc))
     policy = load_policy(resolve_model(args.model, EXPORT_TOOL), runner)
@@ -131,6 +134,7 @@ def main() -> int:
     summary["model"] = str(args.model)
     if isinstance(policy, DiffusionRunner):
         summary["num_inference_steps"] = policy.num_steps
+        summary["diffusion_samples"] = args.diffusion_samples
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

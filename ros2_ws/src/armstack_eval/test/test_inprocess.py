@@ -97,8 +97,9 @@ def test_the_tool_evaluates_on_a_strip_of_the_workspace(tmp_path):
     assert reversed_.returncode == 2 and "workspace_x" in reversed_.stderr
 
 
-def test_the_tool_sets_a_diffusion_policys_ddim_steps(tmp_path):
-    """--num-inference-steps overrides the card's DDIM steps; the JSON records the steps run."""
+def test_the_tool_sets_a_diffusion_policys_ddim_steps_and_samples(tmp_path):
+    """--num-inference-steps overrides the card's DDIM steps, --diffusion-samples averages
+    that many chunks; the JSON records both."""
     import json
     import subprocess
     import sys
@@ -110,10 +111,11 @@ def test_the_tool_sets_a_diffusion_policys_ddim_steps(tmp_path):
     out = tmp_path / "eval.json"
     command = [sys.executable, str(tool), "--model", str(proof.path), "--episodes", "1",
                "--time-limit", "0.1", "--objects", "ground_truth", "--json", str(out)]
-    run = subprocess.run([*command, "--num-inference-steps", "3"], capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run([*command, "--num-inference-steps", "3", "--diffusion-samples", "2"],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert json.loads(out.read_text())["summary"]["num_inference_steps"] == 3
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["num_inference_steps"] == 3 and summary["diffusion_samples"] == 2
     bad = subprocess.run([*command, "--num-inference-steps", "-1"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "num_inference_steps" in bad.stderr

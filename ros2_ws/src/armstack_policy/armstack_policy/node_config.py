@@ -31,6 +31,9 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("num_inference_steps", 0, "diffusion policies: DDIM steps; 0: the model card's",
               range=(0, 1000), read_only=True),
+    ParamSpec("diffusion_samples", 1, "diffusion policies: chunks sampled per observation in "
+              "one batch and averaged; > 1 gives up multimodality for less sampling noise "
+              "(inference time grows with it)", range=(1, 64), read_only=True),
     ParamSpec("seed", 0, "diffusion policies: seed of the initial noise; vla policies: seed of "
               "temperature sampling; restored on reset", range=(0, 2**31 - 1), read_only=True),
     ParamSpec("temperature", -1.0, "vla policies: decoding temperature, 0 greedy; -1: the model "
@@ -139,6 +142,7 @@ class PolicyNodeConfig:
             provider=values["provider"], intra_op_threads=int(values["intra_op_threads"]),
             fp16=bool(values["fp16"]), engine_cache_dir=values["engine_cache_dir"],
             num_inference_steps=int(values["num_inference_steps"]), seed=int(values["seed"]),
+            diffusion_samples=int(values["diffusion_samples"]),
             temperature=None if float(values["temperature"]) < 0 else float(values["temperature"]))
         fields = {name: values[name] for name in cls.__dataclass_fields__ if name != "runner"}
         for name in ("ensemble_coeff", "max_time_gap", "max_observation_age", "max_source_skew",

@@ -350,6 +350,9 @@ class RunnerConfig:
     engine_cache_dir: str = ""  # TensorRT only; "" = no cache
     num_inference_steps: int = 0  # diffusion: DDIM steps; 0 = the card's
     seed: int = 0  # diffusion: initial-noise generator seed; vla: sampling seed; reset() restores
+    # diffusion: chunks sampled per observation (one batched denoiser run per step) and averaged;
+    # > 1 trades the multimodality of a Diffusion Policy for a chunk with less sampling noise
+    diffusion_samples: int = 1
     temperature: float | None = None  # vla: decoding temperature (0 greedy); None = the card's
 
     def __post_init__(self) -> None:
@@ -360,6 +363,9 @@ class RunnerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"RunnerConfig.{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.diffusion_samples, int) or self.diffusion_samples < 1:
+            raise ValueError(f"RunnerConfig.diffusion_samples must be an int >= 1, "
+                             f"got {self.diffusion_samples!r}")
         if self.temperature is not None and not (isinstance(self.temperature, (int, float))
                                                  and 0.0 <= self.temperature < float("inf")):
             raise ValueError(f"RunnerConfig.temperature must be >= 0 or None, "
@@ -449,7 +455,8 @@ class DiffusionRunner(OnnxPolicy):
         self._scale = spec.action_scale.astype(np.float32)  # (D,)
         self._seed = config.seed
         self._rng = np.random.default_rng(config.seed)
-        self._timestep = np.zeros(1, dtype=np.int64)  # (B,) fed on every denoiser call
+        self._samples = config.diffusion_samples
+        self._timestep = np.zeros(self._samples, dtype=np.int64)  # (B,) fed on every call
 
     @property
     def num_steps(self) -> int:
@@ -460,15 +467,17 @@ class DiffusionRunner(OnnxPolicy):
 
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         feeds = self._feeds(observation)
-        noise = self._rng.standard_normal((1, *self.card.graph_chunk_shape))
+        if self._samples > 1:  # one batch: every sample sees the same observation
+            feeds = {key: np.repeat(value, self._samples, axis=0) for key, value in feeds.items()}
+        noise = self._rng.standard_normal((self._samples, *self.card.graph_chunk_shape))
 
         def denoise(x_t: np.ndarray, t: int) -> np.ndarray:
-            self._timestep[0] = t
+            self._timestep[:] = t
             (eps,) = self._session.run(["eps"], {"x_t": x_t, "timestep": self._timestep, **feeds})
             return eps
 
-        sample = self._sampler.sample(denoise, noise.astype(np.float32))  # (1, w, D) normalized
-        return upsample_waypoints(sample[0] * self._scale + self._offset,
+        sample = self._sampler.sample(denoise, noise.astype(np.float32))  # (B, w, D) normalized
+        return upsample_waypoints(sample.mean(axis=0) * self._scale + self._offset,
                                   self.card.diffusion.stride)  # (k, D)
 
 

@@ -111,6 +111,22 @@ def test_diffusion_runner_matches_a_direct_ddim_loop(tmp_path, spec, override):
     np.testing.assert_allclose(policy.predict_chunk(obs), chunk, rtol=0, atol=1e-6)
 
 
+def test_diffusion_samples_are_one_batch_averaged(tmp_path):
+    """diffusion_samples=3: the chunk is the mean of three DDIM loops, each from its own row of
+    the seeded noise, on the same observation."""
+    spec = ProofSpec(kind="diffusion", n_obs_steps=2, chunk_size=8, action_kind="ee", seed=2)
+    model = write_proof_model(tmp_path, spec)
+    policy = load_policy(model.path, RunnerConfig(seed=7, diffusion_samples=3))
+    obs = observation(spec)
+    noise = np.random.default_rng(7).standard_normal((3, spec.chunk_size, len(spec.action_names)))
+    runs = [direct_ddim(model, obs, row, spec.num_inference_steps) for row in noise]
+    np.testing.assert_allclose(policy.predict_chunk(obs), np.mean(runs, axis=0),
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the samples differ; the mean is not one
+    with pytest.raises(ValueError, match="RunnerConfig.diffusion_samples"):
+        RunnerConfig(diffusion_samples=0)
+
+
 def test_diffusion_schedule_disagreement_is_refused(tmp_path):
     model = write_proof_model(tmp_path, ProofSpec(kind="diffusion", chunk_size=8))
 
