@@ -77,7 +77,8 @@ def main() -> int:
     p.add_argument("--num-inference-steps", type=int, default=0,
                    help="diffusion policies: DDIM steps (0: the model card's)")
     p.add_argument("--diffusion-samples", type=int, default=1,
-                   help="diffusion policies: chunks sampled per observation and averaged")
+                   help="diffusion policies: chunks sampled per observation; above 1, the "
+                        "mean of the half nearest their medoid is played")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     p.add_argument("--trace-dir", type=Path,
                    help="save each episode's step-by-step trace here (episode_SEED.npz, "

@@ -32,8 +32,9 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("num_inference_steps", 0, "diffusion policies: DDIM steps; 0: the model card's",
               range=(0, 1000), read_only=True),
     ParamSpec("diffusion_samples", 1, "diffusion policies: chunks sampled per observation in "
-              "one batch and averaged; > 1 gives up multimodality for less sampling noise "
-              "(inference time grows with it)", range=(1, 64), read_only=True),
+              "one batch; above 1 the chunk is the mean of the half nearest their medoid (less "
+              "sampling noise, one mode; inference time grows with it)", range=(1, 64),
+              read_only=True),
     ParamSpec("seed", 0, "diffusion policies: seed of the initial noise; vla policies: seed of "
               "temperature sampling; restored on reset", range=(0, 2**31 - 1), read_only=True),
     ParamSpec("temperature", -1.0, "vla policies: decoding temperature, 0 greedy; -1: the model "

@@ -350,8 +350,8 @@ class RunnerConfig:
     engine_cache_dir: str = ""  # TensorRT only; "" = no cache
     num_inference_steps: int = 0  # diffusion: DDIM steps; 0 = the card's
     seed: int = 0  # diffusion: initial-noise generator seed; vla: sampling seed; reset() restores
-    # diffusion: chunks sampled per observation (one batched denoiser run per step) and averaged;
-    # > 1 trades the multimodality of a Diffusion Policy for a chunk with less sampling noise
+    # diffusion: chunks sampled per observation (one batched denoiser run per step); more than
+    # one: the chunk is the mean of the half nearest their medoid (consensus_chunk)
     diffusion_samples: int = 1
     temperature: float | None = None  # vla: decoding temperature (0 greedy); None = the card's
 
@@ -477,8 +477,25 @@ class DiffusionRunner(OnnxPolicy):
             return eps
 
         sample = self._sampler.sample(denoise, noise.astype(np.float32))  # (B, w, D) normalized
-        return upsample_waypoints(sample.mean(axis=0) * self._scale + self._offset,
+        return upsample_waypoints(consensus_chunk(sample) * self._scale + self._offset,
                                   self.card.diffusion.stride)  # (k, D)
+
+
+def consensus_chunk(samples: np.ndarray) -> np.ndarray:
+    """(B, w, D) chunks sampled for one observation -> (w, D): the mean of the B // 2 (at least
+    one) nearest the medoid, the sample with the least summed distance to the others.
+
+    A mean of all the samples removes their noise but, where the policy is multimodal (which
+    cube next), lands between the modes; the medoid's neighbourhood stays in the commonest mode.
+    """
+    b = samples.shape[0]
+    if b == 1:
+        return samples[0]
+    flat = samples.reshape(b, -1)
+    distance = np.linalg.norm(flat[:, None, :] - flat[None, :, :], axis=-1)  # (B, B)
+    medoid = int(np.argmin(distance.sum(axis=1)))
+    nearest = np.argsort(distance[medoid], kind="stable")[:max(1, b // 2)]
+    return samples[nearest].mean(axis=0)
 
 
 def load_policy(model_path: Path | str, config: RunnerConfig) -> OnnxPolicy:

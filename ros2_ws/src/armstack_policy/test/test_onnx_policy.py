@@ -12,7 +12,7 @@ from armstack_policy.ddim import NoiseSchedule
 from armstack_policy.observation import ObservationConfig
 from armstack_policy.onnx_policy import (CARD_FILE, EXPORT_TOOL, METADATA_CARD_KEY, TRAIN_TOOL,
                                          ACTRunner, CardError, DiffusionRunner, PolicyCard,
-                                         RunnerConfig, load_policy)
+                                         RunnerConfig, consensus_chunk, load_policy)
 from armstack_policy.proof_models import ProofSpec, write_proof_model
 
 
@@ -111,18 +111,34 @@ def test_diffusion_runner_matches_a_direct_ddim_loop(tmp_path, spec, override):
     np.testing.assert_allclose(policy.predict_chunk(obs), chunk, rtol=0, atol=1e-6)
 
 
-def test_diffusion_samples_are_one_batch_averaged(tmp_path):
-    """diffusion_samples=3: the chunk is the mean of three DDIM loops, each from its own row of
-    the seeded noise, on the same observation."""
+def test_consensus_keeps_the_commonest_mode_and_averages_its_noise():
+    rng = np.random.default_rng(0)
+    mode_a, mode_b = np.zeros((4, 2)), np.full((4, 2), 5.0)
+    samples = np.stack([mode_a + 0.1 * rng.standard_normal((4, 2)) for _ in range(4)]
+                       + [mode_b + 0.1 * rng.standard_normal((4, 2)) for _ in range(2)])
+    chunk = consensus_chunk(samples)  # half of 6: the 3 nearest the medoid, all of mode a
+    assert np.abs(chunk).max() < 0.2  # not the all-sample mean, ~1.7 off both modes
+    distance = np.linalg.norm((samples[:, None] - samples[None]).reshape(6, 6, -1), axis=-1)
+    medoid = int(np.argmin(distance.sum(axis=1)))
+    nearest = np.argsort(distance[medoid])[:3]
+    np.testing.assert_allclose(chunk, samples[nearest].mean(axis=0))
+    np.testing.assert_array_equal(consensus_chunk(samples[:1]), samples[0])
+
+
+def test_diffusion_samples_are_one_batch_and_their_consensus_is_played(tmp_path):
+    """diffusion_samples=4: four DDIM loops, each from its own row of the seeded noise, on the
+    same observation; the chunk is the consensus of the four (in normalized units)."""
     spec = ProofSpec(kind="diffusion", n_obs_steps=2, chunk_size=8, action_kind="ee", seed=2)
     model = write_proof_model(tmp_path, spec)
-    policy = load_policy(model.path, RunnerConfig(seed=7, diffusion_samples=3))
+    policy = load_policy(model.path, RunnerConfig(seed=7, diffusion_samples=4))
     obs = observation(spec)
-    noise = np.random.default_rng(7).standard_normal((3, spec.chunk_size, len(spec.action_names)))
-    runs = [direct_ddim(model, obs, row, spec.num_inference_steps) for row in noise]
-    np.testing.assert_allclose(policy.predict_chunk(obs), np.mean(runs, axis=0),
-                               rtol=1e-4, atol=1e-5)
-    assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the samples differ; the mean is not one
+    noise = np.random.default_rng(7).standard_normal((4, spec.chunk_size, len(spec.action_names)))
+    runs = np.stack([direct_ddim(model, obs, row, spec.num_inference_steps) for row in noise])
+    unnormalize = card_of(model)["diffusion"]["unnormalize"]
+    offset, scale = np.array(unnormalize["offset"]), np.array(unnormalize["scale"])
+    want = consensus_chunk((runs - offset) / scale) * scale + offset
+    np.testing.assert_allclose(policy.predict_chunk(obs), want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the samples differ
     with pytest.raises(ValueError, match="RunnerConfig.diffusion_samples"):
         RunnerConfig(diffusion_samples=0)
 
