@@ -97,8 +97,9 @@ def runner_config(args: argparse.Namespace) -> RunnerConfig:
         if needs_objects and args.no_perception:
             raise ValueError(f"the policy takes objects {list(card.object_classes)}: it needs "
                              "perception (drop --no-perception)")
-    if not args.no_perception and not paths.model_location(args.detector_model).is_file():
-        raise ValueError(f"detector model {paths.model_location(args.detector_model)} not found "
+    detector_model = paths.model_location(args.detector_model)
+    if not args.no_perception and not detector_model.is_file():
+        raise ValueError(f"detector model {detector_model} not found "
                          "(tools/train_detector.py makes it; or --no-perception)")
     # An upper bound: the run ends on time, between episodes (SoakView.alive).
     bound = int(args.minutes * 60.0 / 2.0) + 1

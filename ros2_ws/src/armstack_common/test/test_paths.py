@@ -36,4 +36,5 @@ def test_a_missing_model_names_the_path_and_the_tool_that_makes_it(models):
 
 def test_home_is_expanded(models, monkeypatch):
     monkeypatch.setenv("HOME", str(models.parent))
-    assert paths.user_path("~/models/policy/p.onnx", Path("/nowhere")) == models / "policy" / "p.onnx"
+    found = paths.user_path("~/models/policy/p.onnx", Path("/nowhere"))
+    assert found == models / "policy" / "p.onnx"

@@ -104,9 +104,10 @@ def _resolve_choices(args: argparse.Namespace, say) -> None:
     """auto controller and missing models: decide, or raise ValueError naming the fix. Sets
     args.command_topic and args.needs_objects from the policy's model card."""
     if args.controller == "auto":
-        args.controller = "policy" if paths.model_location(args.policy_model).is_file() else "expert"
+        policy_model = paths.model_location(args.policy_model)
+        args.controller = "policy" if policy_model.is_file() else "expert"
         if args.controller == "expert":
-            say(f"no policy model at models/{args.policy_model} ({_POLICY_MAKER} make one): "
+            say(f"no policy model at {policy_model} ({_POLICY_MAKER} make one): "
                 "the scripted expert drives the arm")
     args.command_topic, args.needs_objects = COMMAND, False
     instruction, args.instruction = args.instruction, ""
@@ -128,11 +129,12 @@ def _resolve_choices(args: argparse.Namespace, say) -> None:
         if args.needs_objects and args.no_perception:
             raise ValueError(f"--no-perception: the policy takes objects {list(card.object_classes)} "
                              "from the detector and localization")
-    if not args.no_perception and not paths.model_location(args.detector_model).is_file():
+    detector_model = paths.model_location(args.detector_model)
+    if not args.no_perception and not detector_model.is_file():
         if args.needs_objects or not args.auto_perception:
-            raise ValueError(f"detector model {paths.model_location(args.detector_model)} not found: make it with "
+            raise ValueError(f"detector model {detector_model} not found: make it with "
                              f"{_DETECTOR_MAKER}, or pass --no-perception (when the controller needs no objects)")
-        say(f"no detector at models/{args.detector_model}: running without perception")
+        say(f"no detector at {detector_model}: running without perception")
         args.no_perception = True
 
 

@@ -98,8 +98,8 @@ def test_the_tool_evaluates_on_a_strip_of_the_workspace(tmp_path):
 
 
 def test_the_tool_sets_a_diffusion_policys_ddim_steps_and_samples(tmp_path):
-    """--num-inference-steps overrides the card's DDIM steps, --diffusion-samples averages
-    that many chunks; the JSON records both."""
+    """--num-inference-steps overrides the card's DDIM steps, --diffusion-samples sets the
+    chunks sampled per observation; the JSON records both."""
     import json
     import subprocess
     import sys
