@@ -46,6 +46,7 @@ _REPO = Path(__file__).resolve().parents[1]
 for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
+from armstack_common.paths import resolve_model  # noqa: E402
 from armstack_learning.features import (  # noqa: E402
     ACTION_KEY,
     ENV_STATE_KEY,
@@ -56,7 +57,7 @@ from armstack_learning.features import (  # noqa: E402
 )
 from armstack_learning.augment import gripper_closed, waiting_slots  # noqa: E402
 from armstack_policy.observation import IMAGE_PREFIX, image_feature  # noqa: E402
-from armstack_policy.onnx_policy import RunnerConfig, load_policy  # noqa: E402
+from armstack_policy.onnx_policy import MAKERS, RunnerConfig, load_policy  # noqa: E402
 from armstack_policy.vla_decode import VLARunner  # noqa: E402
 from armstack_recorder.lerobot_dataset import LeRobotDatasetReader  # noqa: E402
 
@@ -116,7 +117,8 @@ def best_shift(chunk: np.ndarray, actions: np.ndarray, t: int, horizon: int,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy-model", type=Path, required=True, help="exported policy.onnx")
+    parser.add_argument("--policy-model", required=True,
+                        help="exported policy.onnx: a path, or one under models/")
     parser.add_argument("--dataset", type=Path, required=True, help="LeRobot v3.0 dataset")
     parser.add_argument("--episodes", default="0", help="comma-separated episode indices")
     parser.add_argument("--stride", type=int, default=25, help="frames between checked chunks")
@@ -131,13 +133,20 @@ def main(argv: list[str] | None = None) -> int:
                         "how much the chunk follows it (0: skip)")
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
+    parser.add_argument("--diffusion-samples", type=int, default=1,
+                        help="diffusion policies: chunks sampled per observation (their "
+                        "consensus is compared)")
     args = parser.parse_args(argv)
     if args.stride < 1 or (args.horizon is not None and args.horizon < 1) or \
             args.max_shift < 0 or (args.grasp_lead is not None and args.grasp_lead < 0):
         parser.error("--stride and --horizon must be >= 1, --max-shift and --grasp-lead >= 0")
 
-    policy = load_policy(args.policy_model, RunnerConfig(
-        intra_op_threads=1, num_inference_steps=args.num_inference_steps, temperature=0.0))
+    try:
+        runner = RunnerConfig(intra_op_threads=1, num_inference_steps=args.num_inference_steps,
+                              diffusion_samples=args.diffusion_samples, temperature=0.0)
+    except ValueError as exc:
+        parser.error(str(exc))
+    policy = load_policy(resolve_model(args.policy_model, MAKERS), runner)
     card = policy.card
     if args.horizon is None:
         args.horizon = min(25, card.chunk_size)
