@@ -13,6 +13,15 @@ Network
     a final conv back to D_a channels. The condition is [timestep embedding, flattened
     observation features over the n_obs history].
 
+Object encoder
+    With object_encoder_layers > 0 the state and the object slots are not fed to FiLM as one flat
+    vector but as tokens (one state token and one per object slot, for each history frame, with
+    learned position embeddings that say which slot and frame a token is) through a small
+    pre-norm self-attention encoder, whose output tokens, flattened, replace them in the
+    condition. FiLM applies one Mish and one linear map to the condition, too shallow to pick
+    "the slot of the next cube to fetch" out of a flat vector once the first cube is in the bin;
+    attention over slots is how ACT's encoder sees the objects. 0 keeps the paper's flat vector.
+
 Waypoints
     With action_stride s > 1 the H denoised actions are waypoints s frames apart, as the paper's
     10 Hz actions are, and predict_chunk interpolates them linearly to the control rate
@@ -39,7 +48,7 @@ from armstack_learning.features import (
     STATE_KEY,
     FeatureLayout,
 )
-from armstack_learning.layers import ResNet18Trunk, TimestepEmbedding
+from armstack_learning.layers import EncoderLayer, ResNet18Trunk, TimestepEmbedding
 from armstack_learning.normalize import FeatureNormalizer
 from armstack_learning.policy import Policy
 
@@ -63,6 +72,9 @@ class DiffusionConfig:
     timestep_embed_dim: int = 128
     image_feature_dim: int = 64  # per camera, after the ResNet trunk and global average pooling
     resnet_width: int = 64
+    object_encoder_layers: int = 0  # 0: state and object slots enter FiLM flat (module doc)
+    object_encoder_dim: int = 64
+    object_encoder_heads: int = 4
     schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
     num_inference_steps: int = 10
     timestep_spacing: str = "trailing"
@@ -77,6 +89,18 @@ class DiffusionConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DiffusionConfig.{name} must be an int >= 1, got {value!r}")
+        layers = self.object_encoder_layers
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+            raise ValueError(f"DiffusionConfig.object_encoder_layers must be an int >= 0, "
+                             f"got {layers!r}")
+        for name in ("object_encoder_dim", "object_encoder_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DiffusionConfig.{name} must be an int >= 1, got {value!r}")
+        if self.object_encoder_dim % self.object_encoder_heads:
+            raise ValueError(f"DiffusionConfig.object_encoder_dim ({self.object_encoder_dim}) "
+                             f"must be divisible by object_encoder_heads "
+                             f"({self.object_encoder_heads})")
         if self.n_action_steps > self.chunk_frames:
             raise ValueError(f"DiffusionConfig.n_action_steps ({self.n_action_steps}) must not "
                              f"exceed the chunk's {self.chunk_frames} frames ((horizon - 1) * "
@@ -199,6 +223,34 @@ class ConditionalUnet1D(nn.Module):
         return self.final(h).transpose(1, 2)
 
 
+class ObjectEncoder(nn.Module):
+    """State and object slots over the history -> (B, n_obs * (1 + N_obj) * dim) (module doc)."""
+
+    def __init__(self, state_dim: int, n_slots: int, slot_dim: int, n_obs: int, dim: int,
+                 n_layers: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_slots, self.slot_dim = n_slots, slot_dim
+        self.state_proj = nn.Linear(state_dim, dim)
+        self.slot_proj = nn.Linear(slot_dim, dim)
+        self.pos = nn.Parameter(torch.randn(n_obs * (1 + n_slots), dim) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer(dim, n_heads, 4 * dim, 0.0, "gelu", pre_norm=True)
+                                    for _ in range(n_layers))
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def out_dim(self) -> int:
+        return self.pos.shape[0] * self.pos.shape[1]
+
+    def forward(self, state: Tensor, env: Tensor) -> Tensor:
+        """state (B, n_obs, D_s), env (B, n_obs, N_obj * F), both normalized."""
+        b, n_obs = state.shape[:2]
+        slots = self.slot_proj(env.reshape(b, n_obs, self.n_slots, self.slot_dim))
+        tokens = torch.cat([self.state_proj(state)[:, :, None], slots], dim=2).flatten(1, 2)
+        for layer in self.layers:
+            tokens = layer(tokens, self.pos)
+        return self.norm(tokens).flatten(1)
+
+
 class DiffusionPolicy(Policy):
     kind = "diffusion"
 
@@ -211,8 +263,20 @@ class DiffusionPolicy(Policy):
         if layout.cameras:
             self.backbone = ResNet18Trunk(cfg.resnet_width)
             self.image_head = nn.Linear(self.backbone.out_channels, cfg.image_feature_dim)
-        obs_dim = layout.state_dim + layout.env_dim + len(layout.cameras) * cfg.image_feature_dim
-        self.unet = ConditionalUnet1D(layout.action.dim, obs_dim * cfg.n_obs_steps, cfg.down_dims,
+        self.object_encoder = None
+        if cfg.object_encoder_layers:
+            if layout.objects is None:
+                raise ValueError("DiffusionConfig.object_encoder_layers > 0 needs object slots "
+                                 "in the observation (the layout has none)")
+            self.object_encoder = ObjectEncoder(
+                layout.state_dim, layout.objects.num_slots, layout.objects.slot_dim,
+                cfg.n_obs_steps, cfg.object_encoder_dim, cfg.object_encoder_layers,
+                cfg.object_encoder_heads)
+            low_dim = self.object_encoder.out_dim
+        else:
+            low_dim = (layout.state_dim + layout.env_dim) * cfg.n_obs_steps
+        image_dim = len(layout.cameras) * cfg.image_feature_dim * cfg.n_obs_steps
+        self.unet = ConditionalUnet1D(layout.action.dim, low_dim + image_dim, cfg.down_dims,
                                       cfg.kernel_size, cfg.n_groups, cfg.timestep_embed_dim)
         ab = torch.from_numpy(alphas_cumprod(cfg.schedule)).float()
         self.register_buffer("alphas_cumprod", ab, persistent=False)
@@ -222,17 +286,25 @@ class DiffusionPolicy(Policy):
         return self._cfg
 
     def condition(self, obs: dict[str, Tensor]) -> Tensor:
-        """Raw obs {feature: (B, n_obs, ...)} -> (B, n_obs * obs_dim) flattened features."""
+        """Raw obs {feature: (B, n_obs, ...)} -> (B, cond_dim): per history frame the state,
+        object slots and image features, flattened; with the object encoder its tokens, then
+        the image features."""
         b = self.check_obs(obs)
         norm = self.normalize_obs(obs)
-        parts = [norm[STATE_KEY]]
-        if ENV_STATE_KEY in norm:
-            parts.append(norm[ENV_STATE_KEY])
+        parts = []
+        if self.object_encoder is None:
+            parts.append(norm[STATE_KEY])
+            if ENV_STATE_KEY in norm:
+                parts.append(norm[ENV_STATE_KEY])
         for key in self.layout.image_keys:
             frames = norm[key].flatten(0, 1)  # (B * n_obs, 3, H, W)
             feat = self.backbone(frames).mean(dim=(2, 3))  # global average pool (B * n_obs, C)
             parts.append(self.image_head(feat).reshape(b, self.n_obs_steps, -1))
-        return torch.cat(parts, dim=-1).reshape(b, -1)
+        flat = torch.cat(parts, dim=-1).reshape(b, -1) if parts else None
+        if self.object_encoder is None:
+            return flat
+        tokens = self.object_encoder(norm[STATE_KEY], norm[ENV_STATE_KEY])
+        return tokens if flat is None else torch.cat([tokens, flat], dim=-1)
 
     def denoise(self, x_t: Tensor, t: Tensor, obs: dict[str, Tensor]) -> Tensor:
         """eps prediction: x_t (B, H, D_a) normalized actions, t (B,) int64, raw obs."""

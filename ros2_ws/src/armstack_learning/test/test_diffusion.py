@@ -137,6 +137,8 @@ def test_select_action_keeps_an_observation_history(make_policy, make_batch, tin
     ({"action_stride": 0}, "DiffusionConfig.action_stride"),
     ({"horizon": 16, "action_stride": 5, "n_action_steps": 77},
      r"DiffusionConfig.n_action_steps \(77\) must not exceed the chunk's 76 frames"),
+    ({"object_encoder_layers": -1}, "DiffusionConfig.object_encoder_layers"),
+    ({"object_encoder_dim": 30, "object_encoder_heads": 4}, "DiffusionConfig.object_encoder_dim"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -146,3 +148,28 @@ def test_config_validation_names_the_field(kwargs, field):
 def test_config_round_trips_through_dict(tiny_diffusion_config):
     cfg = tiny_diffusion_config(schedule=NoiseSchedule(num_train_timesteps=50, clip_sample=False))
     assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_object_encoder_conditions_on_slot_tokens(make_policy, make_batch, tiny_diffusion_config):
+    cfg = tiny_diffusion_config(object_encoder_layers=1, object_encoder_dim=16,
+                                object_encoder_heads=2)
+    policy, ds = make_policy("diffusion", cfg)
+    batch = make_batch(ds, [0, 40])
+    cond = policy.eval().condition(batch)
+    n_slots = policy.layout.objects.num_slots
+    assert cond.shape == (2, cfg.n_obs_steps * (1 + n_slots) * 16)
+    # Swapping two object slots changes the condition: the slot position embeddings tell them
+    # apart, which a set encoder without them would not.
+    env = batch["observation.environment_state"]
+    slot = policy.layout.objects.slot_dim
+    swapped = torch.cat([env[..., slot:2 * slot], env[..., :slot], env[..., 2 * slot:]], dim=-1)
+    assert not torch.allclose(cond, policy.condition({**batch,
+                                                      "observation.environment_state": swapped}))
+    assert policy.predict_chunk(batch).shape == (2, cfg.chunk_frames, 7)
+
+
+def test_object_encoder_needs_object_slots(tiny_diffusion_config):
+    layout = FeatureLayout(cameras=("top",), image_size=(32, 32), objects=None)
+    with pytest.raises(ValueError, match="object_encoder_layers > 0 needs object slots"):
+        build_policy("diffusion", tiny_diffusion_config(object_encoder_layers=1), layout,
+                     placeholder_normalizer(layout))

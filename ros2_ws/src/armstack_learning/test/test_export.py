@@ -184,13 +184,18 @@ def test_parity_check_detects_a_different_model(tmp_path, make_policy, tiny_act_
     assert check_parity(other.eval(), path)["action_chunk_max_abs_error"] > 1e-2
 
 
-@pytest.mark.parametrize("kind", ["act", "diffusion"])
-def test_camera_policies_export_with_parity(tmp_path, kind, tiny_act_config, tiny_diffusion_config):
+@pytest.mark.parametrize("kind, overrides", [
+    ("act", {}), ("diffusion", {}),
+    ("diffusion",
+     {"object_encoder_layers": 1, "object_encoder_dim": 16, "object_encoder_heads": 2}),
+])
+def test_camera_policies_export_with_parity(tmp_path, kind, overrides, tiny_act_config,
+                                            tiny_diffusion_config):
     from armstack_learning.factory import build_policy, placeholder_normalizer
     from armstack_learning.features import FeatureLayout
 
     layout = FeatureLayout(cameras=("top", "wrist"), image_size=(32, 48))
-    cfg = tiny_act_config() if kind == "act" else tiny_diffusion_config()
+    cfg = tiny_act_config() if kind == "act" else tiny_diffusion_config(**overrides)
     torch.manual_seed(0)
     policy = build_policy(kind, cfg, layout, placeholder_normalizer(layout)).eval()
     path = tmp_path / "cam.onnx"
