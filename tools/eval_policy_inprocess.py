@@ -76,9 +76,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--num-inference-steps", type=int, default=0,
                    help="diffusion policies: DDIM steps (0: the model card's)")
-    p.add_argument("--diffusion-samples", type=int, default=1,
+    p.add_argument("--diffusion-samples", type=int, default=0,
                    help="diffusion policies: chunks sampled per observation; above 1, the "
-                        "mean of the half nearest their medoid is played")
+                        "mean of the half nearest their medoid is played (0: the model card's)")
     p.add_argument("--json", type=Path, help="write the summary and every episode here")
     p.add_argument("--trace-dir", type=Path,
                    help="save each episode's step-by-step trace here (episode_SEED.npz, "
@@ -135,7 +135,7 @@ def main() -> int:
     summary["model"] = str(args.model)
     if isinstance(policy, DiffusionRunner):
         summary["num_inference_steps"] = policy.num_steps
-        summary["diffusion_samples"] = args.diffusion_samples
+        summary["diffusion_samples"] = policy.samples
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
     p.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE)
+    p.add_argument("--diffusion-samples", type=int, default=1,
+                   help="diffusion policies: chunks the runtime samples per observation unless "
+                   "its diffusion_samples parameter says otherwise (written in the card)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     checkpoint = args.checkpoint or latest_checkpoint(args.run)
@@ -39,7 +42,10 @@ def main() -> int:
         return 1
     try:
         result = export_checkpoint(checkpoint, args.out, use_ema=not args.no_ema,
-                                   tolerance=args.tolerance)
+                                   tolerance=args.tolerance,
+                                   diffusion_samples=args.diffusion_samples)
+    except ValueError as exc:
+        p.error(str(exc))
     except RuntimeError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

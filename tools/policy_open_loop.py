@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                         "how much the chunk follows it (0: skip)")
     parser.add_argument("--num-inference-steps", type=int, default=0,
                         help="diffusion policies: DDIM steps (0: the model card's)")
-    parser.add_argument("--diffusion-samples", type=int, default=1,
+    parser.add_argument("--diffusion-samples", type=int, default=0,
                         help="diffusion policies: chunks sampled per observation (their "
-                        "consensus is compared)")
+                        "consensus is compared; 0: the model card's)")
     args = parser.parse_args(argv)
     if args.stride < 1 or (args.horizon is not None and args.horizon < 1) or \
             args.max_shift < 0 or (args.grasp_lead is not None and args.grasp_lead < 0):

@@ -193,8 +193,9 @@ def _io_descriptions(policy: Policy) -> tuple[list[dict], list[dict]]:
     return inputs, outputs
 
 
-def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
-    """The machine-readable model card (parity and evaluation are filled in later)."""
+def build_card(policy: Policy, ckpt: dict, weights: str, diffusion_samples: int = 1) -> dict:
+    """The machine-readable model card (parity and evaluation are filled in later);
+    diffusion_samples is the runtime's default chunks per observation for a diffusion policy."""
     inputs, outputs = _io_descriptions(policy)
     card = card_base(policy, ckpt, weights)
     card["onnx"] = {"file": ONNX_FILE, "opset": ONNX_OPSET, "inputs": inputs, "outputs": outputs}
@@ -202,6 +203,7 @@ def build_card(policy: Policy, ckpt: dict, weights: str) -> dict:
         cfg = policy.config
         card["diffusion"] = {**cfg.schedule.to_dict(),
                              "num_inference_steps": cfg.num_inference_steps,
+                             "samples": diffusion_samples,
                              "timestep_spacing": cfg.timestep_spacing, "eta": 0.0,
                              "alphas_cumprod": policy.alphas_cumprod.double().tolist(),
                              "sample_space": "normalized actions; raw = x * scale + offset",
@@ -346,11 +348,19 @@ def md_normalization(card: dict) -> list[str]:
                    f"steps, {diff['prediction_type']} prediction, x0 clipped to "
                    f"+-{diff['clip_sample_range']}: {diff['clip_sample']}. DDIM (eta 0) with "
                    f"{diff['num_inference_steps']} steps, `{diff['timestep_spacing']}` spacing, "
-                   "run by `armstack_policy.ddim.DDIMSampler`. The sample is in normalized "
+                   "run by `armstack_policy.ddim.DDIMSampler`; "
+                   f"{_md_samples(diff.get('samples', 1))} The sample is in normalized "
                    "action space: raw = x * scale + offset with offset "
                    f"{fmt_values(unnorm['offset'])}, "
                    f"scale {fmt_values(unnorm['scale'])}." + _md_waypoints(diff))]
     return lines
+
+
+def _md_samples(samples: int) -> str:
+    if samples == 1:
+        return "one chunk sampled per observation."
+    return (f"{samples} chunks sampled per observation in one batch, the mean of the half "
+            "nearest their medoid played (`armstack_policy.onnx_policy.consensus_chunk`).")
 
 
 def card_markdown(card: dict) -> str:
@@ -390,11 +400,18 @@ def fmt_values(values: list) -> str:
 
 
 def export_checkpoint(checkpoint: Path | str, out_dir: Path | str, use_ema: bool = True,
-                      tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+                      tolerance: float = PARITY_TOLERANCE,
+                      diffusion_samples: int = 1) -> ExportResult:
     """Checkpoint -> out_dir/{policy.onnx, model_card.json, MODEL_CARD.md}; raises when the
-    ONNX graph and torch disagree by more than `tolerance` (raw action units)."""
+    ONNX graph and torch disagree by more than `tolerance` (raw action units).
+    diffusion_samples goes in a diffusion policy's card as the runtime's default."""
     out_dir = Path(out_dir)
+    if not isinstance(diffusion_samples, int) or diffusion_samples < 1:
+        raise ValueError(f"diffusion_samples must be an int >= 1, got {diffusion_samples!r}")
     policy, ckpt = policy_from_checkpoint(checkpoint, use_ema=use_ema)
+    if diffusion_samples != 1 and not isinstance(policy, DiffusionPolicy):
+        raise ValueError(f"diffusion_samples applies to diffusion policies; {checkpoint} holds "
+                         f"a {policy.kind} policy")
     weights = "ema" if use_ema and ckpt.get("ema") is not None else "raw"
     if policy.kind == "vla":
         from armstack_learning.vla_export import export_vla  # it builds on this module
@@ -404,7 +421,7 @@ def export_checkpoint(checkpoint: Path | str, out_dir: Path | str, use_ema: bool
     export_onnx(policy, onnx_path)
     parity = check_parity(policy, onnx_path)
     worst = max(parity.values())
-    card = build_card(policy, ckpt, weights)
+    card = build_card(policy, ckpt, weights, diffusion_samples)
     card["parity"] = {**parity, "tolerance": tolerance, "passed": worst <= tolerance}
     if worst > tolerance:
         raise RuntimeError(f"ONNX parity failed: {parity} exceeds {tolerance}")

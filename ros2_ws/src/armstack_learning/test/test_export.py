@@ -144,6 +144,20 @@ def test_runtime_path_from_card_alone(diffusion_export, make_dataset):
     assert "DDIM" in md and "normalized action space" in md
 
 
+def test_card_carries_the_runtime_default_of_diffusion_samples(diffusion_export, act_export,
+                                                              tmp_path):
+    from armstack_policy.onnx_policy import RunnerConfig, load_policy
+
+    result, ckpt = diffusion_export
+    assert result.card["diffusion"]["samples"] == 1
+    four = export_checkpoint(ckpt, tmp_path / "four", diffusion_samples=4)
+    assert four.card["diffusion"]["samples"] == 4
+    assert "4 chunks sampled per observation" in (tmp_path / "four" / "MODEL_CARD.md").read_text()
+    assert load_policy(four.onnx_path, RunnerConfig()).samples == 4
+    with pytest.raises(ValueError, match="diffusion_samples applies to diffusion policies"):
+        export_checkpoint(act_export[1], tmp_path / "act", diffusion_samples=2)
+
+
 def test_diffusion_waypoints_export_and_run_at_the_control_rate(tmp_path_factory, dataset_root,
                                                                layout, tiny_diffusion_config,
                                                                make_dataset):
@@ -186,8 +200,7 @@ def test_parity_check_detects_a_different_model(tmp_path, make_policy, tiny_act_
 
 @pytest.mark.parametrize("kind, overrides", [
     ("act", {}), ("diffusion", {}),
-    ("diffusion",
-     {"object_encoder_layers": 1, "object_encoder_dim": 16, "object_encoder_heads": 2}),
+    ("diffusion", {"object_encoder_layers": 1, "object_encoder_dim": 16, "object_encoder_heads": 2}),
 ])
 def test_camera_policies_export_with_parity(tmp_path, kind, overrides, tiny_act_config,
                                             tiny_diffusion_config):

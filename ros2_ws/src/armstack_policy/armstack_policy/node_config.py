@@ -31,9 +31,10 @@ POLICY_PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("num_inference_steps", 0, "diffusion policies: DDIM steps; 0: the model card's",
               range=(0, 1000), read_only=True),
-    ParamSpec("diffusion_samples", 1, "diffusion policies: chunks sampled per observation in "
+    ParamSpec("diffusion_samples", 0, "diffusion policies: chunks sampled per observation in "
               "one batch; above 1 the chunk is the mean of the half nearest their medoid (less "
-              "sampling noise, one mode; inference time grows with it)", range=(1, 64),
+              "sampling noise, one mode; inference time grows with it); 0: the model card's",
+              range=(0, 64),
               read_only=True),
     ParamSpec("seed", 0, "diffusion policies: seed of the initial noise; vla policies: seed of "
               "temperature sampling; restored on reset", range=(0, 2**31 - 1), read_only=True),

@@ -15,6 +15,8 @@ everything the runtime needs; nothing here hard-codes a shape:
     action                      kind "joint" | "ee", names
     diffusion                   (diffusion only) the NoiseSchedule fields, num_inference_steps,
                                 timestep_spacing, alphas_cumprod, unnormalize {offset, scale},
+                                samples (optional, default 1: chunks sampled per observation
+                                unless RunnerConfig.diffusion_samples says otherwise),
                                 waypoints and stride (optional: the denoised chunk is waypoints
                                 actions stride frames apart, (waypoints - 1) * stride + 1 =
                                 chunk_size; default chunk_size and 1)
@@ -149,6 +151,7 @@ class DiffusionSpec:
     alphas_cumprod: np.ndarray | None  # (T,) as the trainer computed it, to cross-check
     waypoints: int  # actions denoised per chunk (x_t's length), `stride` control frames apart
     stride: int
+    samples: int = 1  # chunks sampled per observation by default (RunnerConfig.diffusion_samples)
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,7 @@ def _diffusion(raw: Mapping, source: str, action_dim: int, chunk_size: int) -> D
     # Cards written before waypoints existed denoise the control-rate chunk itself.
     waypoints = _int(raw, "diffusion.waypoints", source) if "waypoints" in block else chunk_size
     stride = _int(raw, "diffusion.stride", source) if "stride" in block else 1
+    samples = _int(raw, "diffusion.samples", source) if "samples" in block else 1
     if waypoint_frames(waypoints, stride) != chunk_size:
         raise CardError(f"{source}: diffusion.waypoints ({waypoints}) and diffusion.stride "
                         f"({stride}) must give control.chunk_size ({chunk_size}) = "
@@ -296,7 +300,7 @@ def _diffusion(raw: Mapping, source: str, action_dim: int, chunk_size: int) -> D
         action_scale=scale,
         alphas_cumprod=None if alphas is None else _floats(
             raw, "diffusion.alphas_cumprod", source, schedule.num_train_timesteps),
-        waypoints=waypoints, stride=stride)
+        waypoints=waypoints, stride=stride, samples=samples)
 
 
 def card_object_slots(raw: Mapping, source: str) -> tuple[tuple[str, ...], tuple[str, ...], float]:
@@ -351,21 +355,18 @@ class RunnerConfig:
     num_inference_steps: int = 0  # diffusion: DDIM steps; 0 = the card's
     seed: int = 0  # diffusion: initial-noise generator seed; vla: sampling seed; reset() restores
     # diffusion: chunks sampled per observation (one batched denoiser run per step); more than
-    # one: the chunk is the mean of the half nearest their medoid (consensus_chunk)
-    diffusion_samples: int = 1
+    # one: the chunk is the mean of the half nearest their medoid (consensus_chunk); 0 = the card's
+    diffusion_samples: int = 0
     temperature: float | None = None  # vla: decoding temperature (0 greedy); None = the card's
 
     def __post_init__(self) -> None:
         if self.provider not in ORT_PROVIDER_NAMES:
             raise ValueError(f"RunnerConfig.provider must be one of {sorted(ORT_PROVIDER_NAMES)}, "
                              f"got {self.provider!r}")
-        for name in ("intra_op_threads", "num_inference_steps", "seed"):
+        for name in ("intra_op_threads", "num_inference_steps", "seed", "diffusion_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"RunnerConfig.{name} must be an int >= 0, got {value!r}")
-        if not isinstance(self.diffusion_samples, int) or self.diffusion_samples < 1:
-            raise ValueError(f"RunnerConfig.diffusion_samples must be an int >= 1, "
-                             f"got {self.diffusion_samples!r}")
         if self.temperature is not None and not (isinstance(self.temperature, (int, float))
                                                  and 0.0 <= self.temperature < float("inf")):
             raise ValueError(f"RunnerConfig.temperature must be >= 0 or None, "
@@ -455,12 +456,17 @@ class DiffusionRunner(OnnxPolicy):
         self._scale = spec.action_scale.astype(np.float32)  # (D,)
         self._seed = config.seed
         self._rng = np.random.default_rng(config.seed)
-        self._samples = config.diffusion_samples
+        self._samples = config.diffusion_samples or spec.samples
         self._timestep = np.zeros(self._samples, dtype=np.int64)  # (B,) fed on every call
 
     @property
     def num_steps(self) -> int:
         return self._sampler.num_steps
+
+    @property
+    def samples(self) -> int:
+        """Chunks sampled per observation (the config's, else the card's)."""
+        return self._samples
 
     def reset(self) -> None:
         self._rng = np.random.default_rng(self._seed)

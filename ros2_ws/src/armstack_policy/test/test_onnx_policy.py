@@ -140,7 +140,24 @@ def test_diffusion_samples_are_one_batch_and_their_consensus_is_played(tmp_path)
     np.testing.assert_allclose(policy.predict_chunk(obs), want, rtol=1e-4, atol=1e-5)
     assert not np.allclose(runs[0], runs[1], atol=1e-3)  # the samples differ
     with pytest.raises(ValueError, match="RunnerConfig.diffusion_samples"):
-        RunnerConfig(diffusion_samples=0)
+        RunnerConfig(diffusion_samples=-1)
+
+
+def test_diffusion_samples_default_to_the_cards(tmp_path):
+    """A card's diffusion.samples is the runner's unless the config names a count; a card
+    without the field (older exports) samples once."""
+    spec = ProofSpec(kind="diffusion", n_obs_steps=2, chunk_size=8, action_kind="ee", seed=2)
+    model = write_proof_model(tmp_path, spec)
+    assert load_policy(model.path, RunnerConfig()).samples == 1
+    rewrite_card(model, _set(("diffusion", "samples"), 3))
+    card_chunk = load_policy(model.path, RunnerConfig(seed=7)).predict_chunk(observation(spec))
+    named = load_policy(model.path, RunnerConfig(seed=7, diffusion_samples=3))
+    assert named.samples == 3
+    np.testing.assert_array_equal(card_chunk, named.predict_chunk(observation(spec)))
+    assert load_policy(model.path, RunnerConfig(diffusion_samples=1)).samples == 1
+    rewrite_card(model, _set(("diffusion", "samples"), 0))
+    with pytest.raises(CardError, match="diffusion.samples must be an int >= 1, got 0"):
+        load_policy(model.path, RunnerConfig())
 
 
 def test_diffusion_schedule_disagreement_is_refused(tmp_path):
