@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from armstack_common.paths import resolve_model
@@ -133,6 +134,7 @@ def main() -> int:
         evaluator.close()
     summary = summarize(outcomes, config)
     summary["model"] = str(args.model)
+    summary["date"] = datetime.now().isoformat(timespec="seconds")
     if isinstance(policy, DiffusionRunner):
         summary["num_inference_steps"] = policy.num_steps
         summary["diffusion_samples"] = policy.samples

@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Record graph evaluations (tools/evaluate_policy.py report directories) in a model's card.
+"""Record evaluations in a model's card: graph runs (tools/evaluate_policy.py report
+directories) and in-process runs (tools/eval_policy_inprocess.py --json files).
 
-Each report's summary.json becomes one row of the card's evaluation: chunk mode, episodes,
-success rate, time to completion, jerk and the policy's control-period jitter, with the seed
-and date of the run. model_card.json and MODEL_CARD.md beside the model are rewritten; the
-copy of the card inside the ONNX file keeps the card as exported. The reports given replace
-the card's graph rows, unless --append adds them after the rows already there.
+Each graph report's summary.json becomes one row of the card's evaluation.graph: chunk mode,
+episodes, success rate, time to completion, jerk and the policy's control-period jitter, with
+the seed and date of the run. Each in-process JSON becomes one row of evaluation.in_process:
+chunk mode, objects (perception or ground truth), episodes, success rate, cubes in the bin and
+inference time, with the seed and the runner's settings. model_card.json and MODEL_CARD.md
+beside the model are rewritten; the copy of the card inside the ONNX file keeps the card as
+exported. The rows given replace the card's rows of their kind, unless --append adds them after
+the rows already there.
 
     python tools/record_evaluation.py --model models/policy/act_pick/policy.onnx \\
         out/eval-act-async out/eval-act-ensemble out/eval-act-receding
     python tools/record_evaluation.py --model models/policy/act_pick/policy.onnx --append out/eval-more
+    python tools/record_evaluation.py --model models/policy/dp_pick/policy.onnx \\
+        --in-process out/dp_1000.json out/dp_1010.json
 """
 
 from __future__ import annotations
@@ -55,35 +61,70 @@ def evaluation_row(report_dir: Path) -> dict:
     }
 
 
+def in_process_row(path: Path) -> dict:
+    """The card's summary of one tools/eval_policy_inprocess.py --json file."""
+    if not path.is_file():
+        raise ValueError(f"{path} not found (written by tools/eval_policy_inprocess.py --json)")
+    summary = json.loads(path.read_text(encoding="utf-8")).get("summary")
+    if not summary or "config" not in summary:
+        raise ValueError(f"{path}: no summary with its config (not an "
+                         "eval_policy_inprocess.py --json file?)")
+    config = summary["config"]
+    row = {
+        "tool": "tools/eval_policy_inprocess.py (in-process MuJoCo, the nodes' perception, "
+                "observation and chunk-buffer logic, synchronous inference, no ROS graph)",
+        "chunk_mode": config["mode"],
+        "objects": config["objects"],
+        "start_at_miss": config.get("start_at_miss", False),
+        "episodes": summary["episodes"],
+        "successes": summary["successes"],
+        "success_rate": summary["success_rate"],
+        "first_seed": config["seed"],
+        "time_limit_s": config["time_limit"],
+        "cubes_in_bin_mean": summary.get("cubes_in_bin_mean"),
+        "inference_ms_mean": summary.get("inference_ms_mean"),
+        "date": summary.get("date"),
+    }
+    for key in ("num_inference_steps", "diffusion_samples"):
+        if key in summary:
+            row[key] = summary[key]
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the exported policy.onnx")
     parser.add_argument("--append", action="store_true",
                         help="keep the card's graph rows and add these after them (a report "
                         "already in the card is refused)")
-    parser.add_argument("reports", type=Path, nargs="+", help="evaluate_policy --out dirs")
+    parser.add_argument("reports", type=Path, nargs="*", help="evaluate_policy --out dirs")
+    parser.add_argument("--in-process", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="eval_policy_inprocess.py --json files")
     args = parser.parse_args(argv)
+    if not args.reports and not args.in_process:
+        parser.error("give graph report directories, --in-process JSON files, or both")
     card_path = args.model.with_name(CARD_JSON)
     if not card_path.is_file():
         parser.error(f"{card_path} not found (written by tools/export_policy.py)")
     try:
-        rows = [evaluation_row(r) for r in args.reports]
+        new = {"graph": [(r, evaluation_row(r)) for r in args.reports],
+               "in_process": [(p, in_process_row(p)) for p in args.in_process]}
     except ValueError as exc:
         parser.error(str(exc))
-    evaluation = {"graph": rows}
-    if args.append:
-        evaluation = json.loads(card_path.read_text(encoding="utf-8")).get("evaluation") or {}
-        kept = evaluation.get("graph") or []
-        for report, row in zip(args.reports, rows):
+    new = {kind: sources for kind, sources in new.items() if sources}
+    evaluation = json.loads(card_path.read_text(encoding="utf-8")).get("evaluation") or {}
+    for kind, sources in new.items():
+        kept = evaluation.get(kind) or [] if args.append else []
+        for source, row in sources:
             if row in kept:
-                parser.error(f"{report}: this evaluation is already in {card_path}")
-        evaluation["graph"] = kept + rows
+                parser.error(f"{source}: this evaluation is already in {card_path}")
+        evaluation[kind] = kept + [row for _, row in sources]
     record_evaluation(card_path, evaluation)
-    for row in rows:
-        params = " ".join(f"{k}={v}" for k, v in row["policy_params"].items())
-        print(f"{row['chunk_mode']}{' ' + params if params else ''}: "
-              f"{row['successes']}/{row['episodes']} "
-              f"({100 * row['success_rate']:.0f} %)")
+    for kind, sources in new.items():
+        for _, row in sources:
+            params = " ".join(f"{k}={v}" for k, v in row.get("policy_params", {}).items())
+            print(f"{kind} {row['chunk_mode']}{' ' + params if params else ''}: "
+                  f"{row['successes']}/{row['episodes']} ({100 * row['success_rate']:.0f} %)")
     print(f"recorded in {card_path} and {card_path.with_name('MODEL_CARD.md')}")
     return 0
 

@@ -280,3 +280,51 @@ def test_record_evaluation_from_graph_reports(act_export, tmp_path):
                               str(tmp_path / "nowhere")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "summary.json not found" in missing.stderr
+
+
+def test_record_evaluation_from_in_process_runs(act_export, tmp_path):
+    """An eval_policy_inprocess.py --json file becomes a row of evaluation.in_process; the
+    card's graph rows stay; a file that is not such a summary is named."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result, _ = act_export
+    model_dir = tmp_path / "model"
+    shutil.copytree(result.card_path.parent, model_dir)
+    onnx_path = model_dir / result.onnx_path.name
+    tools = Path(__file__).resolve().parents[4] / "tools"
+    run_json = tmp_path / "inprocess.json"
+    run = subprocess.run([sys.executable, str(tools / "eval_policy_inprocess.py"), "--model",
+                          str(onnx_path), "--episodes", "1", "--seed", "1234", "--time-limit",
+                          "0.2", "--objects", "ground_truth", "--mode", "receding_horizon",
+                          "--json", str(run_json)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    graph_row = {"chunk_mode": "receding_horizon", "episodes": 2, "successes": 1}
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["evaluation"] = {"graph": [graph_row]}
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    record = [sys.executable, str(tools / "record_evaluation.py"), "--model", str(onnx_path)]
+    done = subprocess.run([*record, "--in-process", str(run_json)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    evaluation = json.loads((model_dir / "model_card.json").read_text())["evaluation"]
+    assert evaluation["graph"] == [graph_row]
+    (row,) = evaluation["in_process"]
+    assert (row["episodes"], row["successes"], row["first_seed"]) == (1, 0, 1234)
+    assert (row["chunk_mode"], row["objects"], row["time_limit_s"]) == (
+        "receding_horizon", "ground_truth", 0.2)
+    assert row["date"] and "diffusion_samples" not in row  # an ACT run
+    assert "in_process" in (model_dir / "MODEL_CARD.md").read_text()
+    again = subprocess.run([*record, "--append", "--in-process", str(run_json)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already in" in again.stderr
+    not_a_run = tmp_path / "other.json"
+    not_a_run.write_text(json.dumps({"meta": {}}))
+    bad = subprocess.run([*record, "--in-process", str(not_a_run)], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "other.json: no summary" in bad.stderr
+    nothing = subprocess.run(record, capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 2 and "--in-process" in nothing.stderr
