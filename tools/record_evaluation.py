@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     record_evaluation(card_path, evaluation)
     for kind, sources in new.items():
         for _, row in sources:
-            params = " ".join(f"{k}={v}" for k, v in row.get("policy_params", {}).items())
+            params = row.get("policy_params") or {k: row[k] for k in ("diffusion_samples",)
+                                                   if k in row}
+            params = " ".join(f"{k}={v}" for k, v in params.items())
             print(f"{kind} {row['chunk_mode']}{' ' + params if params else ''}: "
                   f"{row['successes']}/{row['episodes']} ({100 * row['success_rate']:.0f} %)")
     print(f"recorded in {card_path} and {card_path.with_name('MODEL_CARD.md')}")
