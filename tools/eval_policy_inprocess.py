@@ -38,10 +38,9 @@ from armstack_eval.inprocess import (
 )
 from armstack_eval.trace import EpisodeTrace, find_grasps
 from armstack_policy.chunk_buffer import FAVOUR, MODES
-from armstack_policy.onnx_policy import DiffusionRunner, RunnerConfig, load_policy
+from armstack_policy.onnx_policy import MAKERS, DiffusionRunner, RunnerConfig, load_policy
 from armstack_sim.world import SimConfig, SimWorld
 
-EXPORT_TOOL = "tools/train_policy.py then tools/export_policy.py"
 
 
 def main() -> int:
@@ -99,7 +98,7 @@ def main() -> int:
                               diffusion_samples=args.diffusion_samples)
     except ValueError as exc:
         p.error(str(exc))
-    policy = load_policy(resolve_model(args.model, EXPORT_TOOL), runner)
+    policy = load_policy(resolve_model(args.model, MAKERS), runner)
     detector = detector_path(args.detector_model) if args.objects == "perception" else None
     scene = {name: tuple(value) for name, value in
              (("workspace_x", args.workspace_x), ("workspace_y", args.workspace_y)) if value}

@@ -93,14 +93,6 @@ def urdf_path() -> Path:
     return config_file("robot/arm.urdf")
 
 
-def model_file(relative: str, made_by: str) -> Path:
-    """A model under `models/`; when missing, the error names the tool that makes it."""
-    path = models_dir() / relative
-    if not path.is_file():
-        raise ArmstackPathError(f"model not found: {path} (made by: {made_by})")
-    return path
-
-
 def user_path(value: str, folder: Path) -> Path:
     """A file a user named (a parameter, a command-line argument): an absolute or ~ path as
     given, a relative one from the working directory if it exists there, else one under

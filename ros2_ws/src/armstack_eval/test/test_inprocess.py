@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from armstack_common.paths import model_file
+from armstack_common.paths import resolve_model
 from armstack_eval.inprocess import InProcessEvalConfig, InProcessEvaluator, Perception
 from armstack_eval.trace import EpisodeTrace
 from armstack_policy.observation import ObservationAssembler
@@ -23,7 +23,7 @@ def world():
 
 
 def test_perception_places_every_cube_near_its_true_centre(world):
-    perception = Perception(world, model_file(DETECTOR, "tools/train_detector.py"))
+    perception = Perception(world, resolve_model(DETECTOR, "tools/train_detector.py"))
     world.reset(7)
     for _ in range(4):  # the tracker confirms an object after min_hits frames
         objects = perception.objects()
@@ -38,7 +38,7 @@ def test_an_episode_runs_the_policy_at_the_inference_period(tmp_path, world, obj
     proof = write_proof_model(tmp_path, ProofSpec(kind="act", chunk_size=20, slope=0.0))
     policy = load_policy(proof.path, RunnerConfig(intra_op_threads=1))
     cfg = InProcessEvalConfig(episodes=1, time_limit=0.6, objects=objects, inference_period=3)
-    evaluator = InProcessEvaluator(policy, cfg, model_file(DETECTOR, "tools/train_detector.py"),
+    evaluator = InProcessEvaluator(policy, cfg, resolve_model(DETECTOR, "tools/train_detector.py"),
                                    world=world)
     outcome = evaluator.run(0)
     steps = round(0.6 / policy.card.dt)
@@ -181,7 +181,7 @@ def test_an_episode_starts_after_the_lead_in_with_the_objects_already_tracked(tm
     start = sim_start_pose()["start_positions"]
     cfg = InProcessEvalConfig(episodes=1, time_limit=0.1, objects="perception",
                               start_positions=start)
-    evaluator = InProcessEvaluator(policy, cfg, model_file(DETECTOR, "tools/train_detector.py"),
+    evaluator = InProcessEvaluator(policy, cfg, resolve_model(DETECTOR, "tools/train_detector.py"),
                                    world=world)
     seen = []
     add_objects = ObservationAssembler.add_objects

@@ -200,7 +200,8 @@ def test_parity_check_detects_a_different_model(tmp_path, make_policy, tiny_act_
 
 @pytest.mark.parametrize("kind, overrides", [
     ("act", {}), ("diffusion", {}),
-    ("diffusion", {"object_encoder_layers": 1, "object_encoder_dim": 16, "object_encoder_heads": 2}),
+    ("diffusion",
+     {"object_encoder_layers": 1, "object_encoder_dim": 16, "object_encoder_heads": 2}),
 ])
 def test_camera_policies_export_with_parity(tmp_path, kind, overrides, tiny_act_config,
                                             tiny_diffusion_config):

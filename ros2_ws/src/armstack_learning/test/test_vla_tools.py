@@ -215,7 +215,7 @@ def test_object_token_vla_trains_exports_and_is_evaluated_with_perception(
 def test_object_slots_in_the_evaluation_come_from_perception(monkeypatch):
     """After a second of frames, the detector and localization on the rendered RGB-D frames put
     each cube's slot within a centimetre of where the simulator has it."""
-    from armstack_common.paths import model_file
+    from armstack_common.paths import resolve_model
     from armstack_eval.inprocess import Perception
     from armstack_sim.world import SimWorld
 
@@ -226,7 +226,7 @@ def test_object_slots_in_the_evaluation_come_from_perception(monkeypatch):
     world = SimWorld()
     try:
         world.reset(7)
-        detector = model_file("detector/detector.onnx", made_by="tools/train_detector.py")
+        detector = resolve_model("detector/detector.onnx", made_by="tools/train_detector.py")
         source = tool.ObjectSlotSource(world, card, Perception(world, detector))
         source.reset()
         for i in range(30):  # 1 s at 30 Hz
