@@ -45,7 +45,7 @@ from armstack_policy.actions import ActionLayout, ChunkPath
 from armstack_policy.chunk_buffer import ChunkBuffer
 from armstack_policy.node_config import POLICY_PARAMS, PolicyNodeConfig
 from armstack_policy.observation import DetectedObject, ObservationAssembler
-from armstack_policy.onnx_policy import MAKERS, PolicyCard, load_policy
+from armstack_policy.onnx_policy import MAKERS, DiffusionRunner, PolicyCard, load_policy
 from armstack_policy.runtime import Inference, PolicyRuntime
 
 # Reliable, keep-last 10 for joint_states and commands: rclpy's defaults, as the ik node uses.
@@ -92,10 +92,12 @@ class PolicyNode(Node):
         self._worker = threading.Thread(target=self._work, name="policy-inference", daemon=True)
         self._worker.start()
         state = "running" if self._runtime.running else "stopped (call policy/start)"
+        sampling = (f", {policy.samples} sample(s) of {policy.num_steps} DDIM steps"
+                    if isinstance(policy, DiffusionRunner) else "")
         self.get_logger().info(
             f"{card.kind} policy {model_path} on {policy.providers[0]}: {card.action_kind} "
-            f"actions {list(card.action_names)}, chunk {card.chunk_size} at {card.fps:g} Hz, "
-            f"{cfg.chunk_mode}; {state}")
+            f"actions {list(card.action_names)}, chunk {card.chunk_size} at {card.fps:g} Hz"
+            f"{sampling}, {cfg.chunk_mode}; {state}")
 
     def _create_interfaces(self, cfg: PolicyNodeConfig) -> None:
         card = self._card

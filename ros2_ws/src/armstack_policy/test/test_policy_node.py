@@ -4,6 +4,7 @@ like camera frames 30 ms in the past)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -17,7 +18,7 @@ from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.paths import urdf_path
 from armstack_common.timeutil import sec_to_stamp_fields, stamp_to_sec
 from armstack_interfaces.msg import ActionChunk, EndEffectorCommand
-from armstack_policy.onnx_policy import EXPORT_TOOL, TRAIN_TOOL
+from armstack_policy.onnx_policy import CARD_FILE, EXPORT_TOOL, TRAIN_TOOL
 from armstack_policy.proof_models import JOINT_NAMES, ProofSpec, write_proof_model
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -230,10 +231,15 @@ def test_diagnostics_report_timing(rig: Rig):
 
 def test_a_diffusion_ee_policy_publishes_ee_command(rig: Rig, launch_node, tmp_path):
     """Second node: end-effector actions, DDIM in the loop, a camera image in the observation,
-    running from the start. It reads the first rig's inputs (remapped into its namespace)."""
+    running from the start, sampling as many chunks per observation as its card says. It reads
+    the first rig's inputs (remapped into its namespace)."""
     spec = ProofSpec(kind="diffusion", action_kind="ee", chunk_size=16, n_obs_steps=2,
                      cameras=("front",), image_size=(12, 16))
     model = write_proof_model(tmp_path, spec)
+    card_path = model.path.with_name(CARD_FILE)
+    card = json.loads(card_path.read_text())
+    card["diffusion"]["samples"] = 2
+    card_path.write_text(json.dumps(card))
     ns = NS + "ee/"
     commands: list[EndEffectorCommand] = []
     rig.probe.node.create_subscription(EndEffectorCommand, ns + "ee_command", commands.append, 10)
@@ -248,6 +254,7 @@ def test_a_diffusion_ee_policy_publishes_ee_command(rig: Rig, launch_node, tmp_p
         assert stamp_to_sec(msg.header.stamp) in rig.object_stamps
         o = msg.pose.orientation
         assert np.linalg.norm([o.x, o.y, o.z, o.w]) == pytest.approx(1.0)
+    assert f"2 sample(s) of {spec.num_inference_steps} DDIM steps" in node.log()
 
 
 def test_missing_model_exits_non_zero_naming_the_path_and_tools(launch_node, probe, tmp_path):
