@@ -42,7 +42,6 @@ from armstack_policy.onnx_policy import MAKERS, DiffusionRunner, RunnerConfig, l
 from armstack_sim.world import SimConfig, SimWorld
 
 
-
 def main() -> int:
     d = InProcessEvalConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the exported policy.onnx")
     parser.add_argument("--append", action="store_true",
-                        help="keep the card's graph rows and add these after them (a report "
-                        "already in the card is refused)")
+                        help="keep the card's rows and add these after those of their kind (a "
+                        "run already in the card is refused)")
     parser.add_argument("reports", type=Path, nargs="*", help="evaluate_policy --out dirs")
     parser.add_argument("--in-process", type=Path, nargs="+", default=[], metavar="JSON",
                         help="eval_policy_inprocess.py --json files")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     new = {kind: sources for kind, sources in new.items() if sources}
     evaluation = json.loads(card_path.read_text(encoding="utf-8")).get("evaluation") or {}
     for kind, sources in new.items():
-        kept = evaluation.get(kind) or [] if args.append else []
+        kept = (evaluation.get(kind) or []) if args.append else []
         for source, row in sources:
             if row in kept:
                 parser.error(f"{source}: this evaluation is already in {card_path}")

@@ -85,7 +85,8 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_obs_steps", "horizon", "action_stride", "n_action_steps", "kernel_size",
-                     "n_groups", "timestep_embed_dim", "image_feature_dim", "num_inference_steps"):
+                     "n_groups", "timestep_embed_dim", "image_feature_dim", "num_inference_steps",
+                     "object_encoder_dim", "object_encoder_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DiffusionConfig.{name} must be an int >= 1, got {value!r}")
@@ -93,10 +94,6 @@ class DiffusionConfig:
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
             raise ValueError(f"DiffusionConfig.object_encoder_layers must be an int >= 0, "
                              f"got {layers!r}")
-        for name in ("object_encoder_dim", "object_encoder_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DiffusionConfig.{name} must be an int >= 1, got {value!r}")
         if self.object_encoder_dim % self.object_encoder_heads:
             raise ValueError(f"DiffusionConfig.object_encoder_dim ({self.object_encoder_dim}) "
                              f"must be divisible by object_encoder_heads "
