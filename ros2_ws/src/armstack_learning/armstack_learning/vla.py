@@ -91,6 +91,7 @@ from armstack_learning.features import (
     STATE_KEY,
     FeatureLayout,
 )
+from armstack_learning.layers import Dropout
 from armstack_learning.normalize import FeatureNormalizer
 from armstack_learning.policy import Policy
 
@@ -246,9 +247,9 @@ class _Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = _Attention(dim, n_heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout),
+        self.mlp = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), Dropout(dropout),
                                  nn.Linear(ff, dim))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, past_k: Tensor | None = None,
                 past_v: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:

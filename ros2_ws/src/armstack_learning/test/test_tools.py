@@ -154,3 +154,15 @@ def test_open_loop_grasp_frames_are_where_the_gripper_action_closes():
 
     gripper = np.array([0.034, 0.034, 0.02, 0.0, 0.0, 0.034, 0.034, 0.010, 0.0, 0.034])
     assert grasp_frames(gripper) == [3, 7]  # below half of 0..0.034, from above
+
+
+def test_bench_training_step_times_both_dropouts():
+    base = [sys.executable, str(TOOLS / "bench_training_step.py"), "--policy", "act", "--steps",
+            "2", "--batch-size", "4", *TINY_ACT, "--set", "dropout=0.1"]
+    for extra, expect in (([], "layers.Dropout"), (["--torch-dropout"], "nn.Dropout (")):
+        done = subprocess.run(base + extra, env=_env(), capture_output=True, text=True,
+                              check=False, timeout=150)
+        assert done.returncode == 0, done.stderr
+        assert expect in done.stdout and "step ms: median" in done.stdout
+    # The swap found the policy's dropouts (a rename would leave it timing nothing different).
+    assert "nn.Dropout (0 modules)" not in done.stdout
