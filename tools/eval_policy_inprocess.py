@@ -126,7 +126,8 @@ def main() -> int:
                     f"{name} {x:.3f} {y:.3f}" for name, (x, y) in o.layout.items())
                     + (f"; the expert missed {o.missed_before}" if o.missed_before else ""),
                     flush=True)
-                for grasp in find_grasps(trace) if trace is not None else []:
+                for grasp in (find_grasps(trace, in_bin=world.config.in_bin)
+                              if trace is not None else []):
                     print(f"    grasp {grasp.describe()}", flush=True)
     finally:
         evaluator.close()

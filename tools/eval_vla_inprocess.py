@@ -260,7 +260,7 @@ def main() -> int:
         if trace is not None:
             trace.save(args.trace_dir / f"episode_{r.seed}.npz")
             if not r.success:
-                for grasp in find_grasps(trace):
+                for grasp in find_grasps(trace, in_bin=world.config.in_bin):
                     print(f"    grasp {grasp.describe()}", flush=True)
     summary = summarize(results, args.model.with_name(CARD_FILE))
     print(json.dumps(summary, indent=2))

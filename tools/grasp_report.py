@@ -6,7 +6,8 @@ was from that cube's centre (median, p90), how many lifted it, and whether the m
 towards the centre of the layouts (a negative slope: a cube near an edge is reached short of
 it, towards the middle, as a regression that has seen few edge layouts does). The first close
 of each episode is the reach from the start pose to the first cube, before anything can have
-gone wrong; short episodes (--time-limit 2.5) measure it in seconds each.
+gone wrong; short episodes (--time-limit 2.5) measure it in seconds each. Each lift ends
+where the cube left the gripper: in the bin of the simulator's default scene, or outside it.
 
     python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 30 \\
         --trace-dir out/traces
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         p.error(f"no episode_*.npz in {[str(t) for t in args.traces]} "
                 "(written by tools/eval_policy_inprocess.py --trace-dir)")
-    per_episode = [find_grasps(EpisodeTrace.load(f)) for f in files]
+    per_episode = [find_grasps(EpisodeTrace.load(f), in_bin=sim.in_bin) for f in files]
     grasps = [g for episode in per_episode for g in episode]
     try:
         bias = grasp_bias(grasps, tuple(args.centre), args.aimed_within)
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"miss = slope * (cube - centre {args.centre[0]:.3f}, {args.centre[1]:.3f}) + bias: "
           f"slope x {bias.slope[0]:+.3f}, y {bias.slope[1]:+.3f}; "
           f"bias x {bias.bias[0] * 100:+.2f} cm, y {bias.bias[1] * 100:+.2f} cm")
+    lifts = [g for g in grasps if g.lifted]
+    released = [g.release for g in lifts if g.release is not None]
+    in_bin = sum(r.in_bin for r in released)
+    print(f"{len(lifts)} lifts: {in_bin} let go into the bin, {len(released) - in_bin} came to "
+          f"rest outside it (dropped on the way or let go beside it), "
+          f"{len(lifts) - len(released)} still held at the end")
     first = np.array([episode[0].offset for episode in per_episode if episode])
     print(f"first close of each episode ({len(first)} of {len(files)} closed): median "
           f"{np.median(first) * 100:.1f} cm, p90 {np.percentile(first, 90) * 100:.1f} cm from "

@@ -3,13 +3,16 @@
 `EpisodeTrace` keeps, per control step, the true end-effector position, the gripper opening the
 policy commanded and every cube's true position; it saves to and loads from an .npz file.
 `find_grasps` reads a trace the way one reads a failed episode: each time the policy closed
-the gripper, which cube was nearest and how far off in the horizontal plane, and which cube
-(if any) came up with the gripper. So a failure can be told apart as a reach that went
-elsewhere, a grasp that closed beside its cube, or a cube lost on the way.
+the gripper, which cube was nearest and how far off in the horizontal plane, which cube (if
+any) came up with the gripper, and where that cube left the gripper and came to rest (in the
+bin or not, given the bin's test). So a failure can be told apart as a reach that went
+elsewhere, a grasp that closed beside its cube, a cube dropped on the way, or one let go
+beside the bin.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,11 +31,28 @@ class GraspRules:
     lift_height: float = 0.03  # m above its height at the close: the cube came up
     lift_window: float = 3.0  # s after the close to look for that
     carried_within: float = 0.05  # m from the ee while lifted: in the gripper, not knocked up
+    settle: float = 1.0  # s after a lifted cube left the gripper: where it came to rest
 
     def __post_init__(self) -> None:
-        for name in ("closed_below", "lift_height", "lift_window", "carried_within"):
+        for name in ("closed_below", "lift_height", "lift_window", "carried_within", "settle"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"GraspRules.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Release:
+    """Where a lifted cube left the gripper, and where it then came to rest."""
+
+    time: float  # s: the first step the cube was farther than carried_within from the ee
+    position: tuple[float, float, float]  # the cube's centre then, base_link, m
+    rest: tuple[float, float, float]  # its centre `settle` s later (or at the trace's end)
+    in_bin: bool | None  # whether `rest` is in the bin (None: no bin test was given)
+
+    def describe(self) -> str:
+        where = {True: ", in the bin", False: ", outside the bin", None: ""}[self.in_bin]
+        return (f"let go at t {self.time:5.2f} s, {self.position[2] * 100:.0f} cm up over "
+                f"({self.position[0]:.3f}, {self.position[1]:.3f}); came to rest at "
+                f"({self.rest[0]:.3f}, {self.rest[1]:.3f}){where}")
 
 
 @dataclass(frozen=True)
@@ -43,9 +63,15 @@ class Grasp:
     cube: tuple[float, float, float]  # that cube's centre then, base_link, m
     offset: float  # m, that horizontal distance
     lifted: str | None  # the cube that came up with the gripper, if any
+    release: Release | None = None  # None: nothing lifted, or still held when the trace ends
 
     def describe(self) -> str:
-        outcome = f"lifted {self.lifted}" if self.lifted else "lifted nothing"
+        if not self.lifted:
+            outcome = "lifted nothing"
+        elif self.release is None:
+            outcome = f"lifted {self.lifted}, still held at the end"
+        else:
+            outcome = f"lifted {self.lifted}, {self.release.describe()}"
         return (f"t {self.time:5.2f} s: closed at ({self.ee[0]:.3f}, {self.ee[1]:.3f}, "
                 f"{self.ee[2]:.3f}), {self.offset * 100:.1f} cm from {self.nearest}; {outcome}")
 
@@ -89,8 +115,10 @@ class EpisodeTrace:
         return trace
 
 
-def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules()) -> list[Grasp]:
-    """Every close the policy commanded, in order (see the module doc)."""
+def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules(),
+                in_bin: Callable[[np.ndarray], bool] | None = None) -> list[Grasp]:
+    """Every close the policy commanded, in order (see the module doc); `in_bin` (a cube
+    centre -> inside the bin, e.g. SimConfig.in_bin) says whether a released cube ended there."""
     table = trace.table
     if not len(table):
         return []
@@ -102,19 +130,35 @@ def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules()) -> list[G
     for k in starts:
         horizontal = np.linalg.norm(cubes[k, :, :2] - ee[k, :2], axis=1)  # (N,)
         nearest = int(np.argmin(horizontal))
-        window = (t >= t[k]) & (t <= t[k] + rules.lift_window)
-        lifted = None
+        window = np.flatnonzero((t >= t[k]) & (t <= t[k] + rules.lift_window))
+        lifted, release = None, None
         for n, name in enumerate(trace.object_names):
             up = cubes[window, n, 2] >= cubes[k, n, 2] + rules.lift_height
             held = np.linalg.norm(cubes[window, n] - ee[window], axis=1) <= rules.carried_within
             if np.any(up & held):
                 lifted = name
+                release = _release(t, ee, cubes[:, n], window[np.argmax(up & held)], rules,
+                                   in_bin)
                 break
         grasps.append(Grasp(time=float(t[k]), ee=tuple(float(v) for v in ee[k]),
                             nearest=trace.object_names[nearest],
                             cube=tuple(float(v) for v in cubes[k, nearest]),
-                            offset=float(horizontal[nearest]), lifted=lifted))
+                            offset=float(horizontal[nearest]), lifted=lifted, release=release))
     return grasps
+
+
+def _release(t: np.ndarray, ee: np.ndarray, cube: np.ndarray, lifted_at: int,
+             rules: GraspRules, in_bin: Callable[[np.ndarray], bool] | None) -> Release | None:
+    """Where the cube (T, 3), carried from step `lifted_at`, left the gripper; None if it
+    never did."""
+    away = np.linalg.norm(cube[lifted_at:] - ee[lifted_at:], axis=1) > rules.carried_within
+    if not np.any(away):
+        return None
+    j = lifted_at + int(np.argmax(away))
+    rest = int(np.searchsorted(t, t[j] + rules.settle, side="right")) - 1
+    return Release(time=float(t[j]), position=tuple(float(v) for v in cube[j]),
+                   rest=tuple(float(v) for v in cube[rest]),
+                   in_bin=None if in_bin is None else bool(in_bin(cube[rest])))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,37 @@ def test_a_close_beside_a_cube_that_comes_up_with_the_gripper_is_a_lift() -> Non
     grasp = grasps[0]
     assert grasp.time == pytest.approx(1.0) and grasp.nearest == "red_cube"
     assert grasp.offset == pytest.approx(0.006) and grasp.lifted == "red_cube"
-    assert "0.6 cm from red_cube; lifted red_cube" in grasp.describe()
+    assert grasp.release is None  # carried to the end
+    assert "0.6 cm from red_cube; lifted red_cube, still held at the end" in grasp.describe()
+
+
+def _carry(steps: int, release_step: int, fall_to: tuple[float, float]) -> EpisodeTrace:
+    """Red picked at step 50, lifted at 100, carried towards (0.10, -0.30); at `release_step`
+    it leaves the gripper and lands at `fall_to` by the next step."""
+    ee, gripper, cubes = _scene(steps)
+    gripper[50:] = 0.0
+    ee[100:, 2] = 0.16
+    ee[150:, :2] = [0.10, -0.30]
+    cubes[100:release_step, 0] = ee[100:release_step] - [0.0, 0.0, 0.01]
+    cubes[release_step:, 0] = [*fall_to, 0.015]
+    return _trace(ee, gripper, cubes)
+
+
+def test_a_lifted_cube_is_followed_to_where_it_left_the_gripper_and_came_to_rest() -> None:
+    def in_bin(position: np.ndarray) -> bool:
+        return bool(np.all(np.abs(position[:2] - [0.10, -0.30]) < 0.05))
+
+    into_bin = find_grasps(_carry(300, 200, (0.11, -0.29)), in_bin=in_bin)[0].release
+    assert into_bin is not None and into_bin.in_bin
+    assert into_bin.time == pytest.approx(4.0) and into_bin.rest == (0.11, -0.29, 0.015)
+    dropped = find_grasps(_carry(300, 120, (0.24, 0.02)), in_bin=in_bin)[0]
+    assert dropped.release.time == pytest.approx(2.4) and dropped.release.in_bin is False
+    assert dropped.release.position[:2] == pytest.approx((0.24, 0.02))
+    assert ("lifted red_cube, let go at t  2.40 s, 2 cm up over (0.240, 0.020); came to rest at "
+            "(0.240, 0.020), outside the bin") in dropped.describe()
+    # Without a bin test the place is given, not judged.
+    unjudged = find_grasps(_carry(300, 200, (0.11, -0.29)))[0]
+    assert unjudged.release.in_bin is None and "bin" not in unjudged.describe()
 
 
 def test_a_close_that_lifts_nothing_and_a_cube_knocked_away_are_no_lift() -> None:
@@ -110,6 +140,16 @@ def test_the_report_tool_reads_trace_directories(tmp_path) -> None:
     # one close per episode, 1.2, 2.1 and 3.1 cm off
     assert "first close of each episode (3 of 3 closed): median 2.1 cm, p90 2.9 cm" in run.stdout
     assert "; 1 within 1.5 cm" in run.stdout
+    # Lifts, judged by the simulator's bin (centre (0.16, -0.27), opening 13 cm).
+    lifts = tmp_path / "lifts"
+    lifts.mkdir()
+    _carry(300, 200, (0.16, -0.27)).save(lifts / "episode_1.npz")
+    _carry(300, 120, (0.24, 0.02)).save(lifts / "episode_2.npz")
+    _carry(300, 120, (0.24, 0.02)).save(lifts / "episode_3.npz")  # the bias needs three
+    run = subprocess.run([sys.executable, str(tool), str(lifts)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "3 lifts: 1 let go into the bin, 2 came to rest outside it" in run.stdout
     empty = subprocess.run([sys.executable, str(tool), str(tmp_path / "none")],
                            capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "--trace-dir" in empty.stderr

@@ -168,6 +168,13 @@ class SimConfig:
     # from one sub-pixel sample (a ~0.3 px shift, ~0.3 mm on the table).
     render_samples: int = 0
 
+    def in_bin(self, position: np.ndarray) -> bool:
+        """Whether a cube centred at `position` (base_link, m) is inside the bin: within its
+        opening and below its rim (SimWorld.object_in_bin also asks it to be still)."""
+        position = np.asarray(position)
+        inside = np.all(np.abs(position[:2] - self.bin_center) < self.bin_inner_size / 2.0)
+        return bool(inside and position[2] < self.bin_wall_height)
+
     def __post_init__(self) -> None:
         if not self.timestep > 0.0:
             raise ValueError(f"SimConfig.timestep must be > 0, got {self.timestep}")
@@ -578,12 +585,8 @@ class SimWorld:
     def object_in_bin(self, name: str, max_speed: float = 0.05) -> bool:
         """Whether the object rests inside the bin: centre within the opening, below
         the rim, and (nearly) still."""
-        position = self.object_pose(name).position
-        inside = np.all(
-            np.abs(position[:2] - self.config.bin_center) < self.config.bin_inner_size / 2.0
-        )
-        below_rim = position[2] < self.config.bin_wall_height
-        return bool(inside and below_rim and self.object_speed(name) <= max_speed)
+        return (self.config.in_bin(self.object_pose(name).position)
+                and self.object_speed(name) <= max_speed)
 
     # ---------------------------------------------------------------- camera
     @property

@@ -239,6 +239,15 @@ def test_a_cube_dropped_in_the_bin_is_in_the_bin(world: SimWorld) -> None:
     world.reset(0)
 
 
+def test_the_bin_test_is_its_opening_below_the_rim() -> None:
+    cfg = SimConfig()
+    cx, cy = cfg.bin_center
+    edge = cfg.bin_inner_size / 2.0
+    assert cfg.in_bin((cx, cy, 0.02)) and cfg.in_bin((cx + 0.9 * edge, cy - 0.9 * edge, 0.02))
+    assert not cfg.in_bin((cx + 1.1 * edge, cy, 0.02))  # beside it, on the table
+    assert not cfg.in_bin((cx, cy, cfg.bin_wall_height + 0.01))  # above the rim
+
+
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cube_colors"):
         SimConfig(cube_colors=("red", "red"))
