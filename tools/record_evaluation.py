@@ -5,11 +5,11 @@ directories) and in-process runs (tools/eval_policy_inprocess.py --json files).
 Each graph report's summary.json becomes one row of the card's evaluation.graph: chunk mode,
 episodes, success rate, time to completion, jerk and the policy's control-period jitter, with
 the seed and date of the run. Each in-process JSON becomes one row of evaluation.in_process:
-chunk mode, objects (perception or ground truth), episodes, success rate, cubes in the bin and
-inference time, with the seed and the runner's settings. model_card.json and MODEL_CARD.md
-beside the model are rewritten; the copy of the card inside the ONNX file keeps the card as
-exported. The rows given replace the card's rows of their kind, unless --append adds them after
-the rows already there.
+chunk mode and the buffer's settings, objects (perception or ground truth), episodes, success
+rate, cubes in the bin and inference time, with the seed and the runner's settings.
+model_card.json and MODEL_CARD.md beside the model are rewritten; the copy of the card inside
+the ONNX file keeps the card as exported. The rows given replace the card's rows of their kind,
+unless --append adds them after the rows already there.
 
     python tools/record_evaluation.py --model models/policy/act_pick/policy.onnx \\
         out/eval-act-async out/eval-act-ensemble out/eval-act-receding
@@ -61,6 +61,10 @@ def evaluation_row(report_dir: Path) -> dict:
     }
 
 
+CHUNK_BUFFER_SETTINGS = ("n_action_steps", "inference_period", "ensemble_coeff", "favour",
+                         "blend_steps")
+
+
 def in_process_row(path: Path) -> dict:
     """The card's summary of one tools/eval_policy_inprocess.py --json file."""
     if not path.is_file():
@@ -74,6 +78,8 @@ def in_process_row(path: Path) -> dict:
         "tool": "tools/eval_policy_inprocess.py (in-process MuJoCo, the nodes' perception, "
                 "observation and chunk-buffer logic, synchronous inference, no ROS graph)",
         "chunk_mode": config["mode"],
+        # How the buffer played the chunks (n_action_steps 0: the card's).
+        "chunk_buffer": {k: config[k] for k in CHUNK_BUFFER_SETTINGS if k in config},
         "objects": config["objects"],
         "start_at_miss": config.get("start_at_miss", False),
         "episodes": summary["episodes"],
