@@ -28,7 +28,7 @@ SOURCE = textwrap.dedent("""
     from armstack_interfaces.msg import EndEffectorCommand
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from sensor_msgs.msg import JointState
-    from armstack_eval.episode import ARM_JOINTS, GRIPPER_JOINT
+    from armstack_common.robot_names import JOINT_NAMES
 
     rclpy.init()
     node = rclpy.create_node("bench_graph")
@@ -36,7 +36,7 @@ SOURCE = textwrap.dedent("""
     joint_command = node.create_publisher(JointState, "joint_command", 10)
     ee_command = node.create_publisher(EndEffectorCommand, "ee_command", 10)
     diagnostics = node.create_publisher(DiagnosticArray, "diagnostics", 10)
-    names = [*ARM_JOINTS, GRIPPER_JOINT]
+    names = list(JOINT_NAMES)
     tick, next_t = 0, time.monotonic()
     while True:  # 200 Hz; killed by the benchmark
         next_t += 0.005

@@ -31,6 +31,7 @@ for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armst
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from armstack_common.machine import cpu_model  # noqa: E402
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES  # noqa: E402
 from armstack_learning import layers  # noqa: E402
 from armstack_learning.factory import (  # noqa: E402
     POLICY_KINDS,
@@ -40,12 +41,7 @@ from armstack_learning.factory import (  # noqa: E402
     make_dataset,
     prepare_config,
 )
-from armstack_learning.features import (  # noqa: E402
-    EE_ACTION_NAMES,
-    JOINT_NAMES,
-    ObjectSlotsConfig,
-    layout_for_dataset,
-)
+from armstack_learning.features import ObjectSlotsConfig, layout_for_dataset  # noqa: E402
 from armstack_learning.normalize import NormalizationConfig  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     FeatureSpec,

@@ -54,6 +54,7 @@ for _pkg in ("armstack_common", "armstack_sim", "armstack_recorder", "armstack_e
 import cv2  # noqa: E402
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES  # noqa: E402
 from armstack_common.servo_config import load_default_servo_config  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
 from armstack_eval.inprocess import (  # noqa: E402
@@ -73,8 +74,6 @@ from armstack_recorder.lerobot_dataset import (  # noqa: E402
     WriterConfig,
 )
 from armstack_recorder.observation import (  # noqa: E402
-    EE_ACTION_NAMES,
-    JOINT_NAMES,
     Detection,
     ObjectSlots,
     ee_action,

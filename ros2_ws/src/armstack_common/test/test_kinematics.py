@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.paths import urdf_path
-
-ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
+from armstack_common.robot_names import ARM_JOINTS
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from armstack_common.robot_names import ARM_JOINTS, JOINT_NAMES
 
 from armstack_eval.metrics import (
     COMMAND,
@@ -22,9 +23,7 @@ from armstack_eval.metrics import (
     interval_jitter_ms,
 )
 
-# Jerk is taken over the arm's revolute joints (rad); the gripper is in metres.
-ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
-GRIPPER_JOINT = "left_finger"
+# Jerk is taken over the arm's revolute joints, ARM_JOINTS (rad); the gripper is in metres.
 # joint_states arrive at the driver's rate (200 Hz); traces keep one sample per this many s.
 STATE_TRACE_PERIOD = 0.02
 # The policy node's running count of control periods its timer missed (diagnostics).
@@ -82,15 +81,12 @@ class Traces:
         np.savez_compressed(path, **asdict(self))
 
 
-_JOINTS = (*ARM_JOINTS, GRIPPER_JOINT)
-
-
 def _select(names: list[str], positions: list[float]) -> list[float] | None:
-    """The (7,) arm + gripper positions in _JOINTS order, None if one is missing."""
+    """The (7,) arm + gripper positions in JOINT_NAMES order, None if one is missing."""
     index = {n: i for i, n in enumerate(names)}
-    if not all(n in index for n in _JOINTS) or len(positions) < len(names):
+    if not all(n in index for n in JOINT_NAMES) or len(positions) < len(names):
         return None
-    return [float(positions[index[n]]) for n in _JOINTS]
+    return [float(positions[index[n]]) for n in JOINT_NAMES]
 
 
 @dataclass
@@ -197,7 +193,7 @@ def counter_increase(streams: _Streams, status: str, key: str) -> dict[str, floa
 def summarize(streams: _Streams, started: float, controller_input: str = OBJECTS) -> tuple[dict[str, Any], Traces]:
     """The measured fields of an EpisodeResult and the traces, from an episode's streams
     (`controller_input`: see StampedArrivals.latencies_ms)."""
-    joint_t, joint_q = np.asarray(streams.joint_t), _array(streams.joint_q, len(_JOINTS))
+    joint_t, joint_q = np.asarray(streams.joint_t), _array(streams.joint_q, len(JOINT_NAMES))
     order = np.argsort(joint_t, kind="stable")
     joint_t, joint_q = joint_t[order], joint_q[order]
     jerk, jerk_t, period = command_jerk(joint_t, joint_q[:, : len(ARM_JOINTS)])
@@ -215,7 +211,7 @@ def summarize(streams: _Streams, started: float, controller_input: str = OBJECTS
     }
     traces = Traces(
         command_t=joint_t - started, command_q=joint_q,
-        state_t=np.asarray(streams.state_t) - started, state_q=_array(streams.state_q, len(_JOINTS)),
+        state_t=np.asarray(streams.state_t) - started, state_q=_array(streams.state_q, len(JOINT_NAMES)),
         ee_target_t=np.asarray(streams.target_t) - started, ee_target=_array(streams.target, 3),
         jerk_t=jerk_t - started, jerk=jerk,
     )

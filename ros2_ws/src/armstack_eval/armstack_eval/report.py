@@ -29,8 +29,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a headless machine
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from armstack_common.robot_names import ARM_JOINTS, GRIPPER_JOINT  # noqa: E402
 
-from armstack_eval.episode import ARM_JOINTS, GRIPPER_JOINT, EpisodeResult, Traces  # noqa: E402
+from armstack_eval.episode import EpisodeResult, Traces  # noqa: E402
 from armstack_eval.metrics import STAGES, describe  # noqa: E402
 
 logger = logging.getLogger(__name__)

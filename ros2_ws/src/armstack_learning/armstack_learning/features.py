@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from armstack_policy.actions import ACTION_KINDS, EE_NAMES
+from armstack_common.robot_names import GRIPPER_JOINT, JOINT_NAMES
+from armstack_policy.actions import ACTION_KINDS
 from armstack_policy.observation import ObjectMemory, object_hold_problem
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ ACTION_PAD_KEY = "action_is_pad"
 # Instruction token ids (L,) int64 of a sample's task (LeRobot's name for tokenized language).
 LANGUAGE_KEY = "observation.language.tokens"
 
-JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle",
-                                "wrist_rotate", "left_finger")
-GRIPPER_JOINT = "left_finger"
-EE_ACTION_NAMES: tuple[str, ...] = EE_NAMES  # the runtime's (armstack_policy.actions)
 QUATERNION_NAMES: tuple[str, str, str, str] = ("qx", "qy", "qz", "qw")
 ACTION_TOPICS = {"joint": "joint_command", "ee": "ee_command"}
 BASE_FRAME = "base_link"

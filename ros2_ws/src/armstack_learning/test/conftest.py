@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from armstack_common.robot_names import EE_ACTION_NAMES
 from armstack_learning.features import (
     JOINT_NAMES,
     FeatureLayout,
@@ -74,7 +75,6 @@ def write_dataset(root: Path, episodes: int = EPISODES, frames: int = FRAMES) ->
 
 VLA_IMAGE = (32, 32)  # (H, W) stored and seen by the tiny VLA
 VLA_TASKS = ("put the red cube in the bin", "put the blue cube in the bin")
-EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 
 
 def vla_episode(seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str,
@@ -110,7 +110,7 @@ def write_vla_dataset(root: Path, episodes: int = 4, frames: int = 12) -> Path:
     from armstack_recorder.lerobot_dataset import CameraSpec
     from armstack_recorder.video import VideoConfig
 
-    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(EE_NAMES),
+    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(EE_ACTION_NAMES),
                        env_state_names=ObjectSlotsConfig(("red_cube", "blue_cube")).names,
                        cameras=[CameraSpec("color", *VLA_IMAGE)])
     cfg = WriterConfig(root=root, fps=10, robot_type="armstack_wx250s", features=spec,

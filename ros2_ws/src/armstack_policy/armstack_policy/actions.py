@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from armstack_common.robot_names import EE_ACTION_NAMES as EE_NAMES
 from armstack_common.transforms import matrix_to_quat_xyzw
 
 ACTION_KINDS = ("joint", "ee")
-EE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 
 
 def waypoint_frames(waypoints: int, stride: int) -> int:

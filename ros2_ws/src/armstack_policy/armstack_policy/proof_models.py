@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from armstack_common.robot_names import JOINT_NAMES
 from onnx import TensorProto, helper, numpy_helper
 
 from armstack_policy.actions import EE_NAMES
@@ -28,8 +29,6 @@ from armstack_policy.ddim import NoiseSchedule, alphas_cumprod
 from armstack_policy.onnx_policy import (CARD_FILE, CARD_FORMAT, ENV_STATE_KEY, IMAGE_PREFIX,
                                          STATE_KEY)
 
-JOINT_NAMES = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
-               "left_finger")
 OPSET = 17
 _B11 = numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "b11")  # Reshape to (B, 1, 1)
 

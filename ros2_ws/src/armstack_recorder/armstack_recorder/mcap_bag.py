@@ -67,6 +67,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
@@ -167,12 +168,12 @@ class TopicMap:
             raise BagError(f"the dataset has no named {layout.STATE_KEY} feature")
         if action == joints:
             source = "joint_command"
-        elif action == obs.EE_ACTION_NAMES:
+        elif action == EE_ACTION_NAMES:
             source = "ee_command"
         else:
             raise BagError(f"action names {list(action)} are neither the joint positions of "
                            f"{layout.STATE_KEY} {list(joints)} (-> joint_command) nor the end-"
-                           f"effector command {list(obs.EE_ACTION_NAMES)} (-> ee_command)")
+                           f"effector command {list(EE_ACTION_NAMES)} (-> ee_command)")
         classes = _slot_classes(names(layout.ENV_STATE_KEY)) \
             if layout.ENV_STATE_KEY in features else ()
         cameras = []
@@ -645,7 +646,7 @@ def _recorder_values(index: _BagIndex, config: ImportConfig, out: Path,
     joints = config.joints or (tuple(json.loads(rec["joints"])) if "joints" in rec else None)
     if not joints:  # the recorder's joints if all are there (drops the mimic right_finger)
         names = tuple(_first_message(index, topics["state"]).name)
-        joints = obs.JOINT_NAMES if set(obs.JOINT_NAMES) <= set(names) else names
+        joints = JOINT_NAMES if set(JOINT_NAMES) <= set(names) else names
     source = config.action_source or rec.get("action_source") or next(
         (s for s, t in ACTION_TOPICS.items() if _qualified(ns, t) in index.topics), "joint_command")
     topics["action"] = _qualified(ns, ACTION_TOPICS[source])

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from armstack_common.params import ParamSpec
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES
 
 from armstack_recorder.lerobot_dataset import CameraSpec, FeatureSpec, WriterConfig
-from armstack_recorder.observation import EE_ACTION_NAMES, JOINT_NAMES, OBJECT_CLASSES, ObjectSlots
+from armstack_recorder.observation import OBJECT_CLASSES, ObjectSlots
 from armstack_recorder.sampler import SamplerConfig, StreamConfig
 from armstack_recorder.session import (
     ACTION_STREAM,

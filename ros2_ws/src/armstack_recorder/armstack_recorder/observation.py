@@ -30,11 +30,8 @@ from typing import Any
 
 import numpy as np
 
-JOINT_NAMES: tuple[str, ...] = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle",
-                                "wrist_rotate", "left_finger")
 OBJECT_CLASSES: tuple[str, ...] = ("red_cube", "green_cube", "blue_cube")
 OBJECT_FIELDS: tuple[str, ...] = ("x", "y", "z", "present")
-EE_ACTION_NAMES: tuple[str, ...] = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
 # channels to take, in RGB order, from each supported encoding
 _ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES
 from armstack_recorder import layout
 from armstack_recorder import observation as obs
 from armstack_recorder.lerobot_dataset import (
@@ -62,8 +63,8 @@ def _write_dataset(synthetic, root: Path, episodes: int = 2, frames: int = FRAME
     are random float32, so an exact match means nothing was rounded on the way."""
     rng = np.random.default_rng(7)
     height, width = synthetic.image(0, 0, 0).shape[:2]
-    spec = FeatureSpec(list(obs.JOINT_NAMES),
-                       list(obs.EE_ACTION_NAMES) if ee else list(obs.JOINT_NAMES),
+    spec = FeatureSpec(list(JOINT_NAMES),
+                       list(EE_ACTION_NAMES) if ee else list(JOINT_NAMES),
                        [] if ee else obs.ObjectSlots().names,
                        [CameraSpec(c, height, width) for c in cameras])
     cfg = WriterConfig(root=root, fps=FPS, robot_type="armstack_wx250s", features=spec,
@@ -203,7 +204,7 @@ def test_bag_is_rosbag2_mcap(synthetic, tmp_path: Path) -> None:
         e, k = divmod(i, FRAMES)
         stamp = starts[e] + k * NS // FPS
         assert message.log_time == stamp == msg.header.stamp.sec * NS + msg.header.stamp.nanosec
-        assert list(msg.name) == list(obs.JOINT_NAMES)
+        assert list(msg.name) == list(JOINT_NAMES)
         np.testing.assert_array_equal(np.float32(msg.position), cols[layout.STATE_KEY][i])
     # the same bytes through rclpy's own type support
     first = deserialize_message(states[5][0].data, JointState)
@@ -280,7 +281,7 @@ def _raw_bag(path: Path, topics: dict[str, list[tuple[int, int, object]]]) -> No
 
 def _joints(value: float, extra: bool) -> object:
     from sensor_msgs.msg import JointState
-    names = [*obs.JOINT_NAMES, "right_finger"] if extra else list(obs.JOINT_NAMES)
+    names = [*JOINT_NAMES, "right_finger"] if extra else list(JOINT_NAMES)
     return JointState(name=names, position=[value, 0.1, 0.2, 0.3, 0.4, 0.5, 0.01][:7] +
                       ([0.01] if extra else []))
 
@@ -315,7 +316,7 @@ def test_live_bag_is_sampled_like_the_recorder(tmp_path: Path) -> None:
     cols = _columns(tmp_path / "ds")
     assert list(zip(cols[layout.STATE_KEY][:, 0], cols["action"][:, 0])) == expected
     back = LeRobotDatasetReader(tmp_path / "ds")
-    assert back.features[layout.STATE_KEY]["names"] == list(obs.JOINT_NAMES)  # right_finger not
+    assert back.features[layout.STATE_KEY]["names"] == list(JOINT_NAMES)  # right_finger not
     assert back.tasks == ["teleop demo"] and back.fps == 30 and back.video_keys == []
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from armstack_common.robot_names import JOINT_NAMES
 from armstack_recorder.observation import (
-    JOINT_NAMES,
     Detection,
     ObjectSlots,
     ObservationError,

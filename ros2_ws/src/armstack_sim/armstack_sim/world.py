@@ -22,14 +22,13 @@ import mujoco
 import numpy as np
 import yaml
 from armstack_common import paths
+from armstack_common.robot_names import ARM_JOINTS, GRIPPER_JOINT, JOINT_NAMES
 
 logger = logging.getLogger(__name__)
 
-ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
-GRIPPER_JOINT = "left_finger"
 MIMIC_JOINT = "right_finger"
 # Commanded and reported joints, in this order everywhere in the simulator: (7,).
-ACTUATED_JOINTS = (*ARM_JOINTS, GRIPPER_JOINT)
+ACTUATED_JOINTS = JOINT_NAMES
 CAMERA_NAME = "camera_color_optical_frame"
 # Nominal physical pixel pitch of the simulated sensor; only the ratio to the focal
 # length matters, so any value gives the same image.
