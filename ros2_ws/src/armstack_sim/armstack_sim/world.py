@@ -125,6 +125,15 @@ def load_calibration(path: str | Path) -> CameraCalibration:
     )
 
 
+def inside_bin(position: np.ndarray, bin_center: tuple[float, float], inner_size: float,
+               wall_height: float) -> bool:
+    """Whether a cube centred at `position` (base_link, m) is inside a bin standing on the
+    table: within its square opening and below its rim."""
+    position = np.asarray(position)
+    inside = np.all(np.abs(position[:2] - np.asarray(bin_center)) < inner_size / 2.0)
+    return bool(inside and position[2] < wall_height)
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Scene and servo settings of the simulated world. Lengths in m, angles in rad."""
@@ -168,11 +177,9 @@ class SimConfig:
     render_samples: int = 0
 
     def in_bin(self, position: np.ndarray) -> bool:
-        """Whether a cube centred at `position` (base_link, m) is inside the bin: within its
-        opening and below its rim (SimWorld.object_in_bin also asks it to be still)."""
-        position = np.asarray(position)
-        inside = np.all(np.abs(position[:2] - self.bin_center) < self.bin_inner_size / 2.0)
-        return bool(inside and position[2] < self.bin_wall_height)
+        """Whether a cube centred at `position` is inside this scene's bin (`inside_bin`;
+        SimWorld.object_in_bin also asks it to be still)."""
+        return inside_bin(position, self.bin_center, self.bin_inner_size, self.bin_wall_height)
 
     def __post_init__(self) -> None:
         if not self.timestep > 0.0:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from armstack_sim.expert import ExpertAction, ExpertConfig, ExpertObservation, PickPlaceExpert
-from armstack_sim.world import ObjectPose
+from armstack_sim.world import ObjectPose, inside_bin
 
 from armstack_teleop.episode import EpisodeStatus, Event, State
 
@@ -127,8 +127,8 @@ class ExpertSession:
 
     def in_bin(self, obj: ObjectPose) -> bool:
         """Centre within the bin's opening and below its rim (as SimWorld.object_in_bin)."""
-        inside = np.all(np.abs(obj.position[:2] - np.array(self.config.bin_center)) < self.config.bin_inner_size / 2)
-        return bool(inside and obj.position[2] < self.config.bin_wall_height)
+        return inside_bin(obj.position, self.config.bin_center, self.config.bin_inner_size,
+                          self.config.bin_wall_height)
 
     def reset_done(self, now: float, ok: bool, message: str) -> str:
         """The answer of sim/reset; returns a line for the log."""
