@@ -11,8 +11,8 @@ def test_the_joint_names_are_the_urdfs_moving_joints_in_chain_order():
     revolute = [name for name, j in joints.items() if j.get("type") == "revolute"]
     assert list(ARM_JOINTS) == revolute  # the URDF lists them base to wrist
     assert joints[GRIPPER_JOINT].get("type") == "prismatic"
-    mimic = [j.find("mimic").get("joint") for j in joints.values() if j.find("mimic") is not None]
-    assert GRIPPER_JOINT not in [n for n, j in joints.items() if j.find("mimic") is not None]
-    assert mimic == [GRIPPER_JOINT]  # the other finger follows it
+    # The other finger mimics the gripper joint, which mimics nothing.
+    mimicked = [j.find("mimic").get("joint") for j in joints.values() if j.find("mimic") is not None]
+    assert mimicked == [GRIPPER_JOINT] and joints[GRIPPER_JOINT].find("mimic") is None
     assert JOINT_NAMES == (*ARM_JOINTS, GRIPPER_JOINT)
     assert len(set(EE_ACTION_NAMES)) == len(EE_ACTION_NAMES) == 8
