@@ -1,7 +1,9 @@
 """ROS side of the expert source: the simulator's topics and reset service around `ExpertSession`.
 
 Subscribes `sim/ground_truth` (vision_msgs/Detection3DArray) and, with expert_ee_source
-"sim", `sim/ee_pose`; calls `sim/reset` (std_srvs/Trigger) when the session asks. Part of the
+"sim", `sim/ee_pose`; calls `sim/reset` (std_srvs/Trigger) when the session asks. With command
+noise (expert_noise_std) the executed command goes out on `ee_command` and the clean one on
+`expert/clean_ee_command` (armstack_interfaces/EndEffectorCommand, same stamp). Part of the
 teleop node's wiring (it uses the node's publishers and episode controller).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from armstack_interfaces.msg import EndEffectorCommand
 from geometry_msgs.msg import PoseStamped
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection3DArray
@@ -43,6 +46,10 @@ class ExpertSource:
         if self._use_sim_pose:
             node.create_subscription(PoseStamped, "sim/ee_pose", self._on_ee_pose, _QOS_DEPTH)
         self._reset_client = node.create_client(Trigger, "sim/reset")
+        self._clean_pub = (node.create_publisher(EndEffectorCommand, "expert/clean_ee_command",
+                                                 _QOS_DEPTH)
+                           if cfg.expert.noise.enabled else None)
+        self._base_frame = cfg.base_frame
 
     def _on_ground_truth(self, msg: Detection3DArray) -> None:
         self._objects = ros_conv.objects_from_detections(msg)
@@ -76,7 +83,12 @@ class ExpertSource:
             self.node.apply_event(step.event, "expert")
         if step.action is not None:
             # The command is stamped with the ground-truth frame it was computed from.
-            self.node.publish_ee(step.action.ee_pose, step.action.gripper, self._objects_stamp_msg)
+            executed = step.executed or step.action
+            self.node.publish_ee(executed.ee_pose, executed.gripper, self._objects_stamp_msg)
+            if self._clean_pub is not None:
+                self._clean_pub.publish(ros_conv.ee_command_msg(
+                    step.action.ee_pose, step.action.gripper, self._objects_stamp_msg,
+                    self._base_frame))
 
     def _reset_answered(self, now: float, ok: bool, message: str) -> None:
         note = self.session.reset_done(now, ok, message)

@@ -23,6 +23,7 @@ Plain module: no rclpy.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ import numpy as np
 from armstack_sim.expert import ExpertAction, ExpertConfig, ExpertObservation, PickPlaceExpert
 from armstack_sim.world import ObjectPose, inside_bin
 
+from armstack_teleop.command_noise import CommandNoise, CommandNoiseConfig
 from armstack_teleop.episode import EpisodeStatus, Event, State
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class ExpertSessionConfig:
     seed: int = 0
     # Takes start after a deliberate miss of one cube, drawn per take (see the module doc).
     start_at_miss: bool = False
+    # Offsets the executed command during takes (command_noise: DART); `action` stays clean.
+    noise: CommandNoiseConfig = field(default_factory=CommandNoiseConfig)
     # s between attempts when sim/reset fails; short, as at start the service is often not yet
     # discovered, and an attempt costs nothing while it is missing.
     reset_retry_period: float = 0.5
@@ -102,6 +106,9 @@ class ExpertStep:
     """One tick: an ee target to publish, an episode event to apply, whether to call sim/reset."""
 
     action: ExpertAction | None = None
+    # The command to execute when it differs from `action` (the config's noise); the clean
+    # `action` is then what a recording keeps as the label.
+    executed: ExpertAction | None = None
     event: Event | None = None
     request_reset: bool = False
     note: str | None = None  # worth a log line
@@ -119,6 +126,7 @@ class ExpertSession:
         self._holding = False  # observations went stale during the take
         self.results: list[dict[str, bool]] = []  # per finished take: cube -> in the bin
         self._rng = np.random.default_rng(None if config.seed == -1 else config.seed)
+        self._noise = CommandNoise(config.noise) if config.noise.enabled else None
 
     @property
     def bin_floor_center(self) -> np.ndarray:
@@ -141,6 +149,14 @@ class ExpertSession:
         return f"sim/reset failed ({message}); retrying in {self.config.reset_retry_period:g} s"
 
     def tick(self, now: float, status: EpisodeStatus, obs: Observation | None) -> ExpertStep:
+        step = self._tick(now, status, obs)
+        if self._noise is None or step.action is None or step.action.done:
+            return step
+        pose = step.action.ee_pose.copy()
+        pose[:3, 3] += self._noise.offset(now)
+        return dataclasses.replace(step, executed=dataclasses.replace(step.action, ee_pose=pose))
+
+    def _tick(self, now: float, status: EpisodeStatus, obs: Observation | None) -> ExpertStep:
         if status.state is State.FINISHED:
             self.phase, self._expert = Phase.STOPPED, None
             return ExpertStep()
@@ -176,6 +192,8 @@ class ExpertSession:
         )
         self.phase = Phase.MISSING if forced else Phase.RUNNING
         self._take_started, self._holding, self._missed = now, False, False
+        if self._noise is not None:
+            self._noise.reset()
         action = self._expert.act(self._expert_observation(now, obs))
         note = f"expert: {len(obs.objects)} objects"
         if forced:

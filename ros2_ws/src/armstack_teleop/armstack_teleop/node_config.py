@@ -105,8 +105,13 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("expert_start_at_miss", False, "start each take after an unrecorded deliberate miss of one "
               "cube: the take shows the recovery from a failed grasp but not the miss itself",
               read_only=True),
-    ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses; -1 draws one (as the "
-              "simulator's seed)", range=(-1, 2**31 - 1), read_only=True),
+    ParamSpec("expert_seed", 0, "seed of the expert's deliberate misses and command noise; -1 "
+              "draws one (as the simulator's seed)", range=(-1, 2**31 - 1), read_only=True),
+    ParamSpec("expert_noise_std", 0.0, "standard deviation per axis of a smooth random offset added "
+              "to the expert's executed ee position (DART); the clean command goes out on "
+              "expert/clean_ee_command for the recorder; 0: off", "m", (0.0, 0.05), read_only=True),
+    ParamSpec("expert_noise_time_constant", 0.5, "correlation time of that offset", "s",
+              (0.02, 10.0), read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
@@ -173,6 +178,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
     # Imported here: it pulls in the simulator (MuJoCo), which only the expert source needs.
     from armstack_sim.expert import ExpertConfig
 
+    from armstack_teleop.command_noise import CommandNoiseConfig
     from armstack_teleop.expert_session import ExpertSessionConfig
 
     return ExpertSessionConfig(
@@ -191,6 +197,9 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
         ),
         seed=int(values["expert_seed"]),
         start_at_miss=bool(values["expert_start_at_miss"]),
+        noise=CommandNoiseConfig(std=float(values["expert_noise_std"]),
+                                 time_constant=float(values["expert_noise_time_constant"]),
+                                 seed=int(values["expert_seed"])),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
         bin_inner_size=float(values["bin_inner_size"]),

@@ -113,6 +113,37 @@ def test_a_take_from_reset_to_save() -> None:
     assert run.resets == 2  # the next take begins with a new scene
 
 
+def test_with_command_noise_the_arm_executes_an_offset_and_the_clean_command_is_kept() -> None:
+    config = fast_config(expert_noise_std=0.004, expert_noise_time_constant=0.3, expert_seed=5)
+    session = ExpertSession(config)
+    episodes = EpisodeController("put the cubes in the bin", "expert", 1)
+    world = KinematicWorld(config)
+    offsets, now, saved = [], 0.0, False
+    while not saved:
+        assert now < 120.0, "the noisy take did not finish"
+        step = session.tick(now, episodes.status, world.observe(now))
+        if step.event is not None:
+            assert episodes.apply(step.event, now).accepted
+            saved = step.event is Event.SAVE
+        if step.request_reset:
+            session.reset_done(now, True, "episode reset")
+        if step.action is not None:
+            executed = step.executed or step.action  # the last command (done) is not perturbed
+            assert executed.gripper == step.action.gripper
+            np.testing.assert_array_equal(executed.ee_pose[:3, :3], step.action.ee_pose[:3, :3])
+            offsets.append(executed.ee_pose[:3, 3] - step.action.ee_pose[:3, 3])
+            world.apply(executed.ee_pose, executed.gripper)  # the arm goes where it is sent
+        now += DT
+    offsets = np.array(offsets)
+    assert np.array_equal(offsets[0], np.zeros(3))  # each take starts on the path
+    assert 0.001 < np.abs(offsets).max() < 0.02  # perturbed, by millimetres
+    # The expert still put the cube in the bin from the perturbed states.
+    assert session.results == [{"red_cube": True}]
+    without = ExpertSession(fast_config())
+    status = EpisodeController("put the cubes in the bin", "expert", 1).status
+    assert without.tick(0.0, status, world.observe(0.0)).executed is None
+
+
 def test_start_at_miss_starts_the_take_after_the_deliberate_miss() -> None:
     run = Run(fast_config(expert_start_at_miss=True), target=2)
     run.until(lambda: run.events)

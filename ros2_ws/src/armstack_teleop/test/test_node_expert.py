@@ -151,3 +151,38 @@ def test_expert_session_end_to_end(launch_node, probe) -> None:
     assert gap == [] and start - discarded_at >= 0.3
     # The saved takes put the cube in the bin: it rests on the bin floor now.
     assert np.all(np.abs(sim.cube[:2] - BIN_CENTER) < BIN_INNER / 2) and sim.cube[2] < 0.05
+
+
+def test_with_expert_noise_the_clean_command_goes_out_beside_the_executed_one(launch_node, probe) -> None:
+    """expert_noise_std: ee_command (executed) is the clean expert/clean_ee_command plus a
+    millimetre offset, with the same stamp; both streams run through the take."""
+    sim = FakeSim(probe)
+    clean: list[EndEffectorCommand] = []
+    probe.node.create_subscription(EndEffectorCommand, "expert/clean_ee_command", clean.append, 10)
+    node = launch_node(
+        "--params-file", str(config_file("teleop.yaml")),
+        "-p", "source:=expert", "-p", "num_episodes:=1", "-p", "expert_linear_speed:=0.5",
+        "-p", "expert_angular_speed:=3.0", "-p", "expert_settle_after_reset:=0.3",
+        "-p", "expert_close_time:=0.3", "-p", "expert_open_time:=0.3",
+        "-p", "expert_noise_std:=0.003",
+    )
+    probe.spin_until(lambda: any(s.state == "finished" for s in sim.statuses), 40.0, "the take", node)
+    assert node.wait(10.0) == 0, node.log()
+    assert sim.statuses[-1].saved == 1  # the expert still finished its take from the noisy path
+
+    def key(msg: EndEffectorCommand) -> tuple:
+        return msg.header.stamp.sec, msg.header.stamp.nanosec, round(msg.gripper, 6)
+
+    executed = {}
+    for _, msg in sim.commands:
+        executed.setdefault(key(msg), []).append(msg)
+    def position(msg: EndEffectorCommand) -> np.ndarray:
+        return np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+
+    # Commands share a ground-truth stamp for a tick or two (50 Hz against 30 Hz): the executed
+    # command of a clean one is the nearest of those with its stamp.
+    offsets = [min((position(e) - position(msg) for e in executed[key(msg)]),
+                   key=np.linalg.norm) for msg in clean if key(msg) in executed]
+    assert len(clean) > 50 and len(offsets) > 0.9 * len(clean)
+    offsets = np.abs(np.array(offsets))
+    assert 0.0005 < offsets.max() < 0.02
