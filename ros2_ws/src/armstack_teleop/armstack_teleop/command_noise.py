@@ -45,7 +45,10 @@ class CommandNoise:
 
     def __init__(self, config: CommandNoiseConfig) -> None:
         self.config = config
-        self._rng = np.random.default_rng(None if config.seed == -1 else config.seed)
+        # A child of the seed: its own stream, apart from the one default_rng(seed) gives the
+        # expert session's deliberate misses when both take expert_seed.
+        self._rng = np.random.default_rng(
+            None if config.seed == -1 else np.random.SeedSequence(config.seed).spawn(1)[0])
         self._offset = np.zeros(3)
         self._last: float | None = None
 
