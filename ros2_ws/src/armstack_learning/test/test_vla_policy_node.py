@@ -157,7 +157,8 @@ def test_holds_without_an_instruction_then_runs_each_instruction_it_is_given(
                 got = np.array(chunk.data).reshape(chunk.horizon, chunk.dim)
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         assert int(rig.status["errors"]) == 0
-        assert len(rig.commands) > 5
+        # Commands flow from the chunks (a count, not a rate: a loaded machine is slower).
+        probe.spin_until(lambda: len(rig.commands) > 5, 10.0, "ee_command", node)
         for msg in rig.commands[-5:]:
             assert stamp_to_sec(msg.header.stamp) in rig.frame_stamps
             assert msg.header.frame_id == "base_link"
