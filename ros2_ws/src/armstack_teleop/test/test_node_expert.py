@@ -49,12 +49,25 @@ class FakeSim:
                              reliability=ReliabilityPolicy.RELIABLE)
         self.state_pub = n.create_publisher(JointState, "joint_states", 10)
         self.truth_pub = n.create_publisher(Detection3DArray, "sim/ground_truth", 10)
-        n.create_subscription(EndEffectorCommand, "ee_command", self._on_command, 10)
-        n.create_subscription(EpisodeStatus, "teleop/episode", self.statuses.append, latched)
-        n.create_service(Trigger, "sim/reset", self._on_reset)
+        self._subscriptions = [
+            n.create_subscription(EndEffectorCommand, "ee_command", self._on_command, 10),
+            n.create_subscription(EpisodeStatus, "teleop/episode", self.statuses.append, latched)]
+        self._service = n.create_service(Trigger, "sim/reset", self._on_reset)
         self.discard = n.create_client(Trigger, "teleop/discard_episode")
-        n.create_timer(0.02, self._publish_state)
-        n.create_timer(1.0 / 30.0, self._publish_truth)
+        self._timers = [n.create_timer(0.02, self._publish_state),
+                        n.create_timer(1.0 / 30.0, self._publish_truth)]
+
+    def close(self) -> None:
+        """Leave the probe as it was: the next test's fake simulator is the only one."""
+        n = self.probe.node
+        for timer in self._timers:
+            n.destroy_timer(timer)
+        for sub in self._subscriptions:
+            n.destroy_subscription(sub)
+        n.destroy_service(self._service)
+        n.destroy_client(self.discard)
+        n.destroy_publisher(self.state_pub)
+        n.destroy_publisher(self.truth_pub)
 
     def ee(self) -> np.ndarray:
         return self.kin.fk(self.q)
@@ -107,8 +120,15 @@ def summary(status: EpisodeStatus) -> tuple:
     return status.state, status.take, status.saved, status.discarded, status.outcome
 
 
-def test_expert_session_end_to_end(launch_node, probe) -> None:
-    sim = FakeSim(probe)
+@pytest.fixture
+def sim(probe):
+    """A fake simulator for one test (the probe outlives it)."""
+    fake = FakeSim(probe)
+    yield fake
+    fake.close()
+
+
+def test_expert_session_end_to_end(launch_node, probe, sim) -> None:
     node = launch_node(
         "--params-file", str(config_file("teleop.yaml")),
         "-p", "source:=expert", "-p", "num_episodes:=2", "-p", "expert_linear_speed:=0.5",
@@ -153,21 +173,26 @@ def test_expert_session_end_to_end(launch_node, probe) -> None:
     assert np.all(np.abs(sim.cube[:2] - BIN_CENTER) < BIN_INNER / 2) and sim.cube[2] < 0.05
 
 
-def test_with_expert_noise_the_clean_command_goes_out_beside_the_executed_one(launch_node, probe) -> None:
+def test_with_expert_noise_the_clean_command_goes_out_beside_the_executed_one(
+        launch_node, probe, sim) -> None:
     """expert_noise_std: ee_command (executed) is the clean expert/clean_ee_command plus a
     millimetre offset, with the same stamp; both streams run through the take."""
-    sim = FakeSim(probe)
     clean: list[EndEffectorCommand] = []
-    probe.node.create_subscription(EndEffectorCommand, "expert/clean_ee_command", clean.append, 10)
-    node = launch_node(
-        "--params-file", str(config_file("teleop.yaml")),
-        "-p", "source:=expert", "-p", "num_episodes:=1", "-p", "expert_linear_speed:=0.5",
-        "-p", "expert_angular_speed:=3.0", "-p", "expert_settle_after_reset:=0.3",
-        "-p", "expert_close_time:=0.3", "-p", "expert_open_time:=0.3",
-        "-p", "expert_noise_std:=0.003",
-    )
-    probe.spin_until(lambda: any(s.state == "finished" for s in sim.statuses), 40.0, "the take", node)
-    assert node.wait(10.0) == 0, node.log()
+    sub = probe.node.create_subscription(EndEffectorCommand, "expert/clean_ee_command",
+                                         clean.append, 10)
+    try:
+        node = launch_node(
+            "--params-file", str(config_file("teleop.yaml")),
+            "-p", "source:=expert", "-p", "num_episodes:=1", "-p", "expert_linear_speed:=0.5",
+            "-p", "expert_angular_speed:=3.0", "-p", "expert_settle_after_reset:=0.3",
+            "-p", "expert_close_time:=0.3", "-p", "expert_open_time:=0.3",
+            "-p", "expert_noise_std:=0.003",
+        )
+        probe.spin_until(lambda: any(s.state == "finished" for s in sim.statuses), 40.0,
+                         "the take", node)
+        assert node.wait(10.0) == 0, node.log()
+    finally:
+        probe.node.destroy_subscription(sub)
     assert sim.statuses[-1].saved == 1  # the expert still finished its take from the noisy path
 
     def key(msg: EndEffectorCommand) -> tuple:
@@ -176,6 +201,7 @@ def test_with_expert_noise_the_clean_command_goes_out_beside_the_executed_one(la
     executed = {}
     for _, msg in sim.commands:
         executed.setdefault(key(msg), []).append(msg)
+
     def position(msg: EndEffectorCommand) -> np.ndarray:
         return np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
 
