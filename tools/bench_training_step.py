@@ -10,15 +10,14 @@ show what that choice costs.
 
     python tools/bench_training_step.py --policy act --set chunk_size=50 --set dim_model=128 ...
     python tools/bench_training_step.py --policy act ... --torch-dropout
-    OMP_NUM_THREADS=1 python tools/bench_training_step.py --policy diffusion --set horizon=16
+    OMP_NUM_THREADS=1 python tools/bench_training_step.py --policy diffusion --set horizon=16 \
+        --set action_stride=5 --set n_action_steps=40 --set "down_dims=[64,128,256]"
 
 One process, torch's intra-op threads as the environment sets them (torchrun trains with one
 each: OMP_NUM_THREADS=1).
 """
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armst
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from armstack_common.machine import cpu_model  # noqa: E402
+from armstack_common.machine import describe  # noqa: E402
 from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES  # noqa: E402
 from armstack_learning import layers  # noqa: E402
 from armstack_learning.factory import (  # noqa: E402
@@ -76,15 +75,12 @@ def write_random_dataset(root: Path, episodes: int, frames: int, seed: int) -> P
     return root
 
 
-def use_torch_dropout(model: torch.nn.Module) -> int:
-    """Replace every layers.Dropout in `model` by an nn.Dropout of the same p; returns how many."""
-    swapped = 0
+def use_torch_dropout(model: torch.nn.Module) -> None:
+    """Replace every layers.Dropout in `model` by an nn.Dropout of the same p."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, layers.Dropout):
                 setattr(module, name, torch.nn.Dropout(child.p))
-                swapped += 1
-    return swapped
 
 
 def main() -> int:
@@ -117,7 +113,10 @@ def main() -> int:
         normalizer = dataset.normalizer(NormalizationConfig(),
                                         action_mode=action_normalization(args.policy))
         policy = build_policy(args.policy, cfg, layout, normalizer)
-        swapped = use_torch_dropout(policy) if args.torch_dropout else 0
+        if args.torch_dropout:
+            use_torch_dropout(policy)
+        kind = torch.nn.Dropout if args.torch_dropout else layers.Dropout
+        dropouts = sum(isinstance(m, kind) for m in policy.modules())  # what is timed
         optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
         rng = np.random.default_rng(args.seed)
         policy.train()
@@ -135,9 +134,9 @@ def main() -> int:
 
     ms = 1e3 * np.array(times)
     params = sum(p.numel() for p in policy.parameters())
-    dropout = f"nn.Dropout ({swapped} modules)" if args.torch_dropout else "layers.Dropout"
-    print(f"machine: {cpu_model()} ({platform.machine()}, {os.cpu_count()} cores), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s)")
+    dropout = f"{'nn' if args.torch_dropout else 'layers'}.Dropout ({dropouts} modules)"
+    print(f"machine: {describe()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} intra-op thread(s)")
     print(f"{args.policy}: {params / 1e6:.2f} M parameters, batch {args.batch_size}, {dropout}; "
           f"{args.steps} steps (data loading not timed)")
     print(f"step ms: median {np.median(ms):.1f}  p99 {np.percentile(ms, 99):.1f}  "
