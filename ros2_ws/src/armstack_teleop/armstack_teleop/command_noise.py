@@ -26,7 +26,6 @@ import numpy as np
 class CommandNoiseConfig:
     std: float = 0.0  # m, stationary standard deviation per position axis; 0: no noise
     time_constant: float = 0.5  # s, correlation time of the offset
-    seed: int = 0  # -1 draws one
 
     def __post_init__(self) -> None:
         if not self.std >= 0.0:
@@ -43,12 +42,13 @@ class CommandNoiseConfig:
 class CommandNoise:
     """The offset (3,) in m to add to the commanded ee position at each tick."""
 
-    def __init__(self, config: CommandNoiseConfig) -> None:
+    def __init__(self, config: CommandNoiseConfig, seed: int = 0) -> None:
+        """`seed`: -1 draws one."""
         self.config = config
         # A child of the seed: its own stream, apart from the one default_rng(seed) gives the
-        # expert session's deliberate misses when both take expert_seed.
+        # expert session's deliberate misses, which take the same expert_seed.
         self._rng = np.random.default_rng(
-            None if config.seed == -1 else np.random.SeedSequence(config.seed).spawn(1)[0])
+            None if seed == -1 else np.random.SeedSequence(seed).spawn(1)[0])
         self._offset = np.zeros(3)
         self._last: float | None = None
 

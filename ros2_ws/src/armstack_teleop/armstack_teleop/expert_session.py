@@ -126,7 +126,7 @@ class ExpertSession:
         self._holding = False  # observations went stale during the take
         self.results: list[dict[str, bool]] = []  # per finished take: cube -> in the bin
         self._rng = np.random.default_rng(None if config.seed == -1 else config.seed)
-        self._noise = CommandNoise(config.noise) if config.noise.enabled else None
+        self._noise = CommandNoise(config.noise, config.seed) if config.noise.enabled else None
 
     @property
     def bin_floor_center(self) -> np.ndarray:

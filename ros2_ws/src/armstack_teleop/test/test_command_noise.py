@@ -14,7 +14,7 @@ def run(noise: CommandNoise, steps: int, dt: float = 0.02) -> np.ndarray:
 
 def test_the_offset_has_the_stated_spread_and_correlation_time() -> None:
     std, tau, dt = 0.005, 0.5, 0.02
-    offsets = run(CommandNoise(CommandNoiseConfig(std=std, time_constant=tau, seed=3)), 200_000, dt)
+    offsets = run(CommandNoise(CommandNoiseConfig(std=std, time_constant=tau), seed=3), 200_000, dt)
     assert np.allclose(offsets.std(axis=0), std, rtol=0.05)
     assert np.all(np.abs(offsets.mean(axis=0)) < 0.1 * std)
     # Ornstein-Uhlenbeck: the correlation one time constant apart is 1/e.
@@ -28,14 +28,14 @@ def test_the_offset_has_the_stated_spread_and_correlation_time() -> None:
 
 
 def test_it_starts_at_zero_and_reset_starts_it_again() -> None:
-    noise = CommandNoise(CommandNoiseConfig(std=0.01, seed=1))
+    noise = CommandNoise(CommandNoiseConfig(std=0.01), seed=1)
     first = run(noise, 50)
     assert np.array_equal(first[0], np.zeros(3)) and np.abs(first[-1]).max() > 0.0
     noise.reset()
     assert np.array_equal(noise.offset(100.0), np.zeros(3))
     # The same tick asked twice gives the same offset; the seed fixes the sequence.
     assert np.array_equal(noise.offset(100.02), noise.offset(100.02))
-    again = run(CommandNoise(CommandNoiseConfig(std=0.01, seed=1)), 50)
+    again = run(CommandNoise(CommandNoiseConfig(std=0.01), seed=1), 50)
     assert np.array_equal(first, again)
 
 
