@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 from armstack_common.machine import cpu_model
+from armstack_common.robot_names import JOINT_NAMES
 
 PERIOD = 0.02  # s, the control loop's period
-JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate",
-          "left_finger"]
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -74,7 +73,7 @@ def run_sensors(namespace: str, width: int, height: int) -> None:
         return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
     def joints(topic: str) -> None:
-        msg = JointState(name=JOINTS, position=[0.1 * i for i in range(7)])
+        msg = JointState(name=list(JOINT_NAMES), position=[0.1 * i for i in range(7)])
         msg.header.stamp = stamp()
         pubs[topic].publish(msg)
 

@@ -9,7 +9,7 @@ from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import urdf_path
 from armstack_eval.trace import EpisodeTrace, Grasp, GraspRules, find_grasps, grasp_bias
 from armstack_sim.expert import ExpertConfig, run_episode
-from armstack_sim.world import SimWorld
+from armstack_sim.world import SimWorld, inside_bin
 
 NAMES = ("red_cube", "blue_cube")
 DT = 0.02
@@ -57,8 +57,8 @@ def _carry(steps: int, release_step: int, fall_to: tuple[float, float]) -> Episo
 
 
 def test_a_lifted_cube_is_followed_to_where_it_left_the_gripper_and_came_to_rest() -> None:
-    def in_bin(position: np.ndarray) -> bool:
-        return bool(np.all(np.abs(position[:2] - [0.10, -0.30]) < 0.05))
+    def in_bin(position: np.ndarray) -> bool:  # a 10 cm bin where the carry ends
+        return inside_bin(position, (0.10, -0.30), inner_size=0.10, wall_height=0.05)
 
     into_bin = find_grasps(_carry(300, 200, (0.11, -0.29)), in_bin=in_bin)[0].release
     assert into_bin is not None and into_bin.in_bin
