@@ -49,7 +49,6 @@ class ExpertSource:
         self._clean_pub = (node.create_publisher(EndEffectorCommand, "expert/clean_ee_command",
                                                  _QOS_DEPTH)
                            if cfg.expert.noise.enabled else None)
-        self._base_frame = cfg.base_frame
 
     def _on_ground_truth(self, msg: Detection3DArray) -> None:
         self._objects = ros_conv.objects_from_detections(msg)
@@ -88,7 +87,7 @@ class ExpertSource:
             if self._clean_pub is not None:
                 self._clean_pub.publish(ros_conv.ee_command_msg(
                     step.action.ee_pose, step.action.gripper, self._objects_stamp_msg,
-                    self._base_frame))
+                    self.node.cfg.base_frame))
 
     def _reset_answered(self, now: float, ok: bool, message: str) -> None:
         note = self.session.reset_done(now, ok, message)
