@@ -27,9 +27,9 @@ for _pkg in ("armstack_common", "armstack_recorder", "armstack_policy", "armstac
 
 from armstack_common.kinematics import ArmKinematics  # noqa: E402
 from armstack_common.paths import urdf_path  # noqa: E402
+from armstack_common.robot_names import EE_ACTION_NAMES  # noqa: E402
 from armstack_common.transforms import matrix_to_quat_xyzw  # noqa: E402
 from armstack_learning.features import canonicalize_quaternions  # noqa: E402
-from armstack_policy.actions import EE_NAMES  # noqa: E402
 from armstack_recorder.lerobot_dataset import (  # noqa: E402
     FeatureSpec,
     LeRobotDatasetReader,
@@ -46,7 +46,7 @@ def ee_actions(kinematics: ArmKinematics, names: list[str], actions: np.ndarray)
     if missing:
         raise ValueError(f"the dataset's actions {names} lack {missing}")
     arm = [names.index(n) for n in kinematics.joint_names]
-    out = np.empty((len(actions), len(EE_NAMES)), dtype=np.float32)
+    out = np.empty((len(actions), len(EE_ACTION_NAMES)), dtype=np.float32)
     for i, row in enumerate(actions):
         m = kinematics.fk(np.asarray(row[arm], dtype=np.float64))
         out[i, :3], out[i, 3:7] = m[:3, 3], matrix_to_quat_xyzw(m[:3, :3])
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return list(features[key]["names"]) if key in features else []
 
     kinematics = ArmKinematics(urdf_path())
-    spec = FeatureSpec(state_names=names("observation.state"), action_names=list(EE_NAMES),
+    spec = FeatureSpec(state_names=names("observation.state"), action_names=list(EE_ACTION_NAMES),
                        env_state_names=names("observation.environment_state"))
     config = WriterConfig(root=args.out, fps=int(info["fps"]), robot_type=info["robot_type"],
                           features=spec)

@@ -36,6 +36,7 @@ import yaml
 from armstack_camera.calibration import CameraModel
 from armstack_common.kinematics import ArmKinematics
 from armstack_common.paths import config_file, resolve_model, urdf_path
+from armstack_common.robot_names import EE_ACTION_NAMES
 from armstack_common.servo_config import load_default_servo_config
 from armstack_common.transforms import matrix_to_quat_xyzw
 from armstack_detector.node_config import DetectorNodeConfig
@@ -44,7 +45,7 @@ from armstack_ik.controller import EECommand, IKController, Outcome
 from armstack_ik.node_config import IK_NODE_PARAMS, ik_node_config
 from armstack_localization.node_config import LocalizationNodeConfig
 from armstack_localization.pipeline import ObjectLocalizer
-from armstack_policy.actions import EE_NAMES, ActionLayout
+from armstack_policy.actions import ActionLayout
 from armstack_policy.chunk_buffer import MODES, ChunkBuffer, ChunkBufferConfig, StepStatus
 from armstack_policy.observation import DetectedObject, ObservationAssembler, ObservationConfig
 from armstack_policy.onnx_policy import OnnxPolicy
@@ -360,7 +361,7 @@ class InProcessEvaluator:
         cube. Raises RuntimeError if no miss comes within _MISS_TIMEOUT."""
         world, dt = self.world, self.policy.card.dt
         if self._expert_ik is None:
-            self._expert_ik = JointTargets(ActionLayout("ee", EE_NAMES), world.joint_names)
+            self._expert_ik = JointTargets(ActionLayout("ee", EE_ACTION_NAMES), world.joint_names)
             self._kinematics = ArmKinematics(urdf_path())
             self._expert_config = teleop_expert_config()
         names = sorted(world.object_names)

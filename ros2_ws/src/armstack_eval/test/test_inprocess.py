@@ -134,9 +134,10 @@ def test_config_errors_name_the_field(overrides, field):
 def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_the_ik_node(world):
     from armstack_common.kinematics import ArmKinematics
     from armstack_common.paths import urdf_path
+    from armstack_common.robot_names import EE_ACTION_NAMES
     from armstack_common.transforms import matrix_to_quat_xyzw
     from armstack_eval.inprocess import JointTargets
-    from armstack_policy.actions import EE_NAMES, ActionLayout
+    from armstack_policy.actions import ActionLayout
 
     names = world.joint_names
     previous = np.arange(len(names), dtype=float) * 0.1
@@ -153,7 +154,7 @@ def test_joint_targets_map_joint_actions_by_name_and_ee_actions_through_the_ik_n
     q = np.array([0.2, -0.4, 0.5, 0.1, 0.6, -0.2])
     m = kin.fk(q)
     action = np.array([*m[:3, 3], *matrix_to_quat_xyzw(m[:3, :3]), 0.02])
-    through_ik = JointTargets(ActionLayout("ee", EE_NAMES), names)
+    through_ik = JointTargets(ActionLayout("ee", EE_ACTION_NAMES), names)
     measured = np.append(q + 0.05, 0.01)  # near the solution: IK starts from the measured joints
     through_ik.reset(measured)
     # The IK node's motion limits move the commands towards the solution a bounded step at a

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from armstack_common.robot_names import EE_ACTION_NAMES as EE_NAMES
+from armstack_common.robot_names import EE_ACTION_NAMES
 from armstack_common.transforms import matrix_to_quat_xyzw
 
 ACTION_KINDS = ("joint", "ee")
@@ -78,12 +78,12 @@ class ActionLayout:
         self.kind = kind
         self.names = tuple(names)
         if kind == "ee":
-            missing = [n for n in EE_NAMES if n not in self.names]
+            missing = [n for n in EE_ACTION_NAMES if n not in self.names]
             if missing:
-                raise ValueError(f"end-effector actions need columns {EE_NAMES}, "
+                raise ValueError(f"end-effector actions need columns {EE_ACTION_NAMES}, "
                                  f"missing {missing}")
-            self._position = [self.names.index(n) for n in EE_NAMES[:3]]
-            self._quaternion = [self.names.index(n) for n in EE_NAMES[3:7]]
+            self._position = [self.names.index(n) for n in EE_ACTION_NAMES[:3]]
+            self._quaternion = [self.names.index(n) for n in EE_ACTION_NAMES[3:7]]
             self._gripper = self.names.index("gripper")
 
     def ee_pose(self, action: np.ndarray) -> EEPose:

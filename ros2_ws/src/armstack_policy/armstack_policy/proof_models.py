@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from armstack_common.robot_names import JOINT_NAMES
+from armstack_common.robot_names import EE_ACTION_NAMES, JOINT_NAMES
 from onnx import TensorProto, helper, numpy_helper
 
-from armstack_policy.actions import EE_NAMES
 from armstack_policy.ddim import NoiseSchedule, alphas_cumprod
 from armstack_policy.onnx_policy import (CARD_FILE, CARD_FORMAT, ENV_STATE_KEY, IMAGE_PREFIX,
                                          STATE_KEY)
@@ -55,7 +54,7 @@ class ProofSpec:
 
     @property
     def action_names(self) -> tuple[str, ...]:
-        return self.state_names if self.action_kind == "joint" else EE_NAMES
+        return self.state_names if self.action_kind == "joint" else EE_ACTION_NAMES
 
     @property
     def env_dim(self) -> int:

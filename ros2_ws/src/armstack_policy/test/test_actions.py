@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from armstack_common.kinematics import ArmKinematics, IKConfig
 from armstack_common.paths import urdf_path
+from armstack_common.robot_names import EE_ACTION_NAMES
 from armstack_common.transforms import quat_xyzw_to_matrix
 from armstack_policy.actions import (
-    EE_NAMES,
     ActionLayout,
     ChunkPath,
     normalize_quaternion,
@@ -79,7 +79,7 @@ def test_joint_path_needs_the_arm_joints(kinematics):
 
 
 def test_ee_path_uses_the_position_columns_and_unit_quaternions():
-    path = ChunkPath(ActionLayout("ee", EE_NAMES))
+    path = ChunkPath(ActionLayout("ee", EE_ACTION_NAMES))
     chunk = np.array([[0.3, 0.0, 0.2, 0.0, 0.0, 0.0, 2.0, 0.01],
                       [0.3, 0.1, 0.2, 0.0, 0.0, 1.0, 1.0, 0.01]])
     positions, quaternions = path.poses(chunk)
