@@ -37,6 +37,7 @@ from armstack_learning.factory import (  # noqa: E402
     action_normalization,
     build_policy,
     config_with_overrides,
+    override_arg,
     make_dataset,
     prepare_config,
 )
@@ -87,7 +88,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", choices=[k for k in POLICY_KINDS if k != "vla"],
                         required=True)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--set", action="append", default=[], type=override_arg,
+                        metavar="NAME=VALUE",
                         help="policy hyperparameter, as train_policy.py --set")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
@@ -97,18 +99,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.steps < 1 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be >= 1")
-    overrides = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set wants NAME=VALUE, got {item!r}")
-        overrides[name] = value
 
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_random_dataset(Path(tmp) / "data", episodes=4, frames=300, seed=args.seed)
         layout = layout_for_dataset(read_info(root)["features"], ObjectSlotsConfig(), "ee")
-        cfg = prepare_config(args.policy, config_with_overrides(args.policy, overrides), root)
+        cfg = prepare_config(args.policy, config_with_overrides(args.policy, dict(args.set)), root)
         dataset = make_dataset(cfg, root, layout)
         normalizer = dataset.normalizer(NormalizationConfig(),
                                         action_mode=action_normalization(args.policy))

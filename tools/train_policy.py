@@ -30,7 +30,11 @@ for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armst
 
 from armstack_learning.augment import RelocationConfig  # noqa: E402
 from armstack_learning.data import parse_episode_ranges  # noqa: E402
-from armstack_learning.factory import POLICY_KINDS, config_with_overrides  # noqa: E402
+from armstack_learning.factory import (  # noqa: E402
+    POLICY_KINDS,
+    config_with_overrides,
+    override_arg,
+)
 from armstack_learning.features import ACTION_KINDS, ObjectSlotsConfig, layout_for_dataset  # noqa: E402
 from armstack_learning.normalize import NormalizationConfig  # noqa: E402
 from armstack_learning.train import LR_SCHEDULES, TrainConfig, train  # noqa: E402
@@ -94,7 +98,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--action-kind", choices=ACTION_KINDS, default="joint")
     p.add_argument("--cameras", default="", help="camera names to use as image inputs")
     p.add_argument("--min-scale", type=float, default=NormalizationConfig.min_scale)
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--set", action="append", default=[], type=override_arg, metavar="NAME=VALUE",
                    help="policy config field")
     return p.parse_args()
 
@@ -102,11 +106,6 @@ def _parse() -> argparse.Namespace:
 def main() -> int:
     args = _parse()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    bad = [item for item in args.set if "=" not in item]
-    if bad:
-        print(f"--set takes NAME=VALUE, got {bad}", file=sys.stderr)
-        return 2
-    overrides = dict(item.split("=", 1) for item in args.set)
     diffusion = args.policy == "diffusion"
     scheduled = args.policy in ("diffusion", "vla")  # transformers/U-Nets trained from scratch
     cfg = TrainConfig(
@@ -125,7 +124,8 @@ def main() -> int:
         classes=_csv(classes), fields=_csv(args.object_fields), hold=args.object_hold)
     layout = layout_for_dataset(read_info(Path(args.dataset))["features"], objects,
                                 args.action_kind, _csv(args.cameras))
-    last = train(cfg, config_with_overrides(args.policy, overrides), layout, resume=args.resume)
+    policy_cfg = config_with_overrides(args.policy, dict(args.set))
+    last = train(cfg, policy_cfg, layout, resume=args.resume)
     logging.getLogger(__name__).info("last checkpoint: %s", last)
     return 0
 

@@ -3,6 +3,7 @@ normalizer shapes are enough; the weights and normalization buffers come from th
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -49,6 +50,15 @@ def config_from_dict(kind: str, raw: dict) -> PolicyConfig:
     if kind == "act":
         return ACTConfig(**raw)
     return _CONFIGS[kind].from_dict(raw)
+
+
+def override_arg(text: str) -> tuple[str, str]:
+    """One `--set NAME=VALUE` argument as (name, value text): an argparse `type` for the tools
+    whose overrides go to config_with_overrides."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def config_with_overrides(kind: str, overrides: dict[str, str]) -> PolicyConfig:

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training dependencies (requirements-train.txt)")
 
-from armstack_learning.factory import config_with_overrides  # noqa: E402
+from armstack_learning.factory import config_with_overrides, override_arg  # noqa: E402
 from armstack_learning.train import (  # noqa: E402
     DistInfo,
     StepBatchSampler,
@@ -197,3 +197,13 @@ def test_policy_config_overrides_from_strings():
         config_with_overrides("act", {"chunk_sise": "5"})
     with pytest.raises(ValueError, match="ACTConfig.chunk_size"):
         config_with_overrides("act", {"chunk_size": "0"})
+
+
+def test_override_arguments_split_at_the_first_equals_sign():
+    import argparse
+
+    assert override_arg("down_dims=[64,128]") == ("down_dims", "[64,128]")
+    assert override_arg("task=a=b") == ("task", "a=b")
+    for bad in ("chunk_size", "=5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            override_arg(bad)
