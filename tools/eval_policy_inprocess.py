@@ -131,7 +131,7 @@ def main() -> int:
                     print(f"    grasp {grasp.describe()}", flush=True)
     finally:
         evaluator.close()
-    summary = summarize(outcomes, config)
+    summary = summarize(outcomes, config, evaluator.buffer_config)
     summary["model"] = str(args.model)
     summary["date"] = datetime.now().isoformat(timespec="seconds")
     if isinstance(policy, DiffusionRunner):

@@ -61,25 +61,21 @@ def evaluation_row(report_dir: Path) -> dict:
     }
 
 
-CHUNK_BUFFER_SETTINGS = ("n_action_steps", "inference_period", "ensemble_coeff", "favour",
-                         "blend_steps")
-
-
 def in_process_row(path: Path) -> dict:
     """The card's summary of one tools/eval_policy_inprocess.py --json file."""
     if not path.is_file():
         raise ValueError(f"{path} not found (written by tools/eval_policy_inprocess.py --json)")
     summary = json.loads(path.read_text(encoding="utf-8")).get("summary")
-    if not summary or "config" not in summary:
-        raise ValueError(f"{path}: no summary with its config (not an "
-                         "eval_policy_inprocess.py --json file?)")
+    if not summary or "config" not in summary or "chunk_buffer" not in summary:
+        raise ValueError(f"{path}: no summary with its config and chunk buffer (not an "
+                         "eval_policy_inprocess.py --json file, or one written before the "
+                         "summary kept the chunk buffer)")
     config = summary["config"]
     row = {
         "tool": "tools/eval_policy_inprocess.py (in-process MuJoCo, the nodes' perception, "
                 "observation and chunk-buffer logic, synchronous inference, no ROS graph)",
         "chunk_mode": config["mode"],
-        # How the buffer played the chunks (n_action_steps 0: the card's).
-        "chunk_buffer": {k: config[k] for k in CHUNK_BUFFER_SETTINGS if k in config},
+        "chunk_buffer": summary["chunk_buffer"],  # the ChunkBufferConfig that played the chunks
         "objects": config["objects"],
         "start_at_miss": config.get("start_at_miss", False),
         "episodes": summary["episodes"],

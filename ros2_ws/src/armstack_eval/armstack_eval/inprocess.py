@@ -390,7 +390,9 @@ class InProcessEvaluator:
             t += dt
 
 
-def summarize(outcomes: list[EpisodeOutcome], config: InProcessEvalConfig) -> dict:
+def summarize(outcomes: list[EpisodeOutcome], config: InProcessEvalConfig,
+              buffer: ChunkBufferConfig) -> dict:
+    """The run's figures, its config and `buffer`, the chunk buffer as it played the chunks."""
     n = len(outcomes)
     wins = [o for o in outcomes if o.success]
     ms = np.array([o.inference_ms_mean for o in outcomes if o.inferences])
@@ -402,6 +404,7 @@ def summarize(outcomes: list[EpisodeOutcome], config: InProcessEvalConfig) -> di
         "dry_steps_mean": float(np.mean([o.dry_steps for o in outcomes])),
         "inference_ms_mean": float(ms.mean()) if ms.size else None,
         "config": asdict(config),
+        "chunk_buffer": asdict(buffer),
         "note": "in-process MuJoCo: synchronous inference (zero latency), the nodes' "
                 "perception, observation and chunk-buffer logic, no ROS graph",
     }

@@ -318,7 +318,9 @@ def test_record_evaluation_from_in_process_runs(act_export, tmp_path):
     assert (row["chunk_mode"], row["objects"], row["time_limit_s"]) == (
         "receding_horizon", "ground_truth", 0.2)
     assert row["date"] and "diffusion_samples" not in row  # an ACT run
-    assert row["chunk_buffer"]["n_action_steps"] == 0  # the card's
+    buffer = row["chunk_buffer"]  # as played (n 0: the card's)
+    assert buffer["mode"] == "receding_horizon"
+    assert buffer["n_action_steps"] == card["control"]["n_action_steps"] > 0
     assert "in_process" in (model_dir / "MODEL_CARD.md").read_text()
     again = subprocess.run([*record, "--append", "--in-process", str(run_json)],
                            capture_output=True, text=True, timeout=120)
