@@ -65,9 +65,9 @@ def executor_kind() -> str:
     return kind
 
 
-def node_executor(context: Context) -> Executor:
-    """A new single-threaded executor of the kind executor_kind() names."""
-    if executor_kind() == "events":
+def node_executor(context: Context, kind: str | None = None) -> Executor:
+    """A new single-threaded executor of `kind` (None: the one executor_kind() names)."""
+    if (kind or executor_kind()) == "events":
         return EventsExecutor(context=context)
     return SingleThreadedExecutor(context=context)
 

@@ -21,7 +21,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 
 from armstack_common import shutdown
-from armstack_common.executors import executor_kind
+from armstack_common.executors import executor_kind, node_executor
 
 EXIT_CANNOT_START = 2
 
@@ -58,8 +58,8 @@ def run_node(name: str, make_node: Callable[[], N], *,
     executor: Executor | None = None
     try:
         try:
-            if make_executor is None:
-                executor_kind()  # a bad ARMSTACK_EXECUTOR is a startup error, named
+            # A bad ARMSTACK_EXECUTOR is a startup error, named, before the node exists.
+            kind = executor_kind() if make_executor is None else None
             node = make_node()
             started = start is None or start(node)
         except startup_errors as exc:
@@ -67,10 +67,10 @@ def run_node(name: str, make_node: Callable[[], N], *,
             return EXIT_CANNOT_START
         if not started:
             return EXIT_CANNOT_START
-        if make_executor is not None:
-            executor = make_executor(node)
-            executor.add_node(node)
-        shutdown.spin(executor or node, stop,
+        executor = (make_executor(node) if make_executor is not None
+                    else node_executor(node.context, kind))
+        executor.add_node(node)
+        shutdown.spin(executor, stop,
                       done=(lambda: done(node)) if done is not None else (lambda: False))
         return 0
     finally:
