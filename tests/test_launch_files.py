@@ -63,13 +63,16 @@ def test_record_passes_its_seed_and_miss_rate_to_the_expert_and_can_skip_video(c
     assert "'expert_start_at_miss': False" in defaults["teleop_node"]
     assert "'record_images': True" in defaults["recorder_node"]
     assert "'expert_noise_std': 0.0" in defaults["teleop_node"]
+    assert "'expert_noise_quiet_phases': ''" in defaults["teleop_node"]
     assert "'action_source': 'joint_command'" in defaults["recorder_node"]
 
 
 def test_record_with_expert_noise_keeps_the_clean_command_as_the_action(capsys):
     nodes = plan(capsys, "record.launch.yaml", "expert_noise_std:=0.004",
-                 "action_source:=ee_command", "ee_action_topic:=expert/clean_ee_command")
+                 "action_source:=ee_command", "ee_action_topic:=expert/clean_ee_command",
+                 "expert_noise_quiet_phases:=descend,close")
     assert "'expert_noise_std': 0.004" in nodes["teleop_node"]
+    assert "'expert_noise_quiet_phases': 'descend,close'" in nodes["teleop_node"]
     assert "'action_source': 'ee_command'" in nodes["recorder_node"]
     assert "-r ee_command:=expert/clean_ee_command" in nodes["recorder_node"]
     assert "ee_command:=" not in nodes["teleop_node"]  # the arm still executes ee_command

@@ -7,7 +7,10 @@ is the expert's clean command at the state the perturbation led to, which steers
 the path. `CommandNoise` is the perturbation: a smooth random offset of the commanded
 end-effector position, an Ornstein-Uhlenbeck process (stationary standard deviation `std`
 per axis, correlation time `time_constant`), so the arm drifts off the path as a slightly
-wrong policy would rather than shaking. It starts at zero at each take.
+wrong policy would rather than shaking. It starts at zero at each take. During the expert's
+`quiet_phases` (e.g. descend and close) the offset fades to zero instead: noise there makes
+the demonstrations close beside the cube at uneven moments, which a policy then copies (an ACT
+trained on 50 takes noisy throughout grasped less precisely than one trained on clean takes).
 
 The teleop node executes the perturbed command (`ee_command`) and publishes the clean one on
 `expert/clean_ee_command`, which the recorder records with `action_source: ee_command`
@@ -26,6 +29,10 @@ import numpy as np
 class CommandNoiseConfig:
     std: float = 0.0  # m, stationary standard deviation per position axis; 0: no noise
     time_constant: float = 0.5  # s, correlation time of the offset
+    # Expert phases (armstack_sim.expert.Phase values) in which the offset decays to zero with
+    # time constant fade_time instead of drifting; it drifts again from there afterwards.
+    quiet_phases: tuple[str, ...] = ()
+    fade_time: float = 0.2  # s
 
     def __post_init__(self) -> None:
         if not self.std >= 0.0:
@@ -33,6 +40,11 @@ class CommandNoiseConfig:
         if not self.time_constant > 0.0:
             raise ValueError(f"CommandNoiseConfig.time_constant must be > 0, "
                              f"got {self.time_constant!r}")
+        if not self.fade_time > 0.0:
+            raise ValueError(f"CommandNoiseConfig.fade_time must be > 0, got {self.fade_time!r}")
+        if not all(isinstance(p, str) and p for p in self.quiet_phases):
+            raise ValueError(f"CommandNoiseConfig.quiet_phases must be phase names, "
+                             f"got {self.quiet_phases!r}")
 
     @property
     def enabled(self) -> bool:
@@ -57,13 +69,15 @@ class CommandNoise:
         self._offset = np.zeros(3)
         self._last = None
 
-    def offset(self, now: float) -> np.ndarray:
+    def offset(self, now: float, phase: str | None = None) -> np.ndarray:
         """The offset at time `now` (s, non-decreasing between resets), advanced from the last
         call by the exact Ornstein-Uhlenbeck transition, so its statistics do not depend on the
-        tick rate."""
+        tick rate; in one of the config's quiet phases it only decays."""
         if not self.config.enabled:
             return np.zeros(3)
-        if self._last is not None and now > self._last:
+        if self._last is not None and now > self._last and phase in self.config.quiet_phases:
+            self._offset = self._offset * math.exp(-(now - self._last) / self.config.fade_time)
+        elif self._last is not None and now > self._last:
             decay = math.exp(-(now - self._last) / self.config.time_constant)
             spread = self.config.std * math.sqrt(1.0 - decay * decay)
             self._offset = decay * self._offset + spread * self._rng.standard_normal(3)

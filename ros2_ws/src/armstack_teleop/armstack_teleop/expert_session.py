@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from armstack_sim.expert import ExpertAction, ExpertConfig, ExpertObservation, PickPlaceExpert
+from armstack_sim.expert import Phase as ExpertPhase
 from armstack_sim.world import ObjectPose, inside_bin
 
 from armstack_teleop.command_noise import CommandNoise, CommandNoiseConfig
@@ -76,6 +77,11 @@ class ExpertSessionConfig:
         for name in ("bin_floor_height", "settle_after_reset"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"ExpertSessionConfig.{name} must be >= 0, got {getattr(self, name)}")
+        phases = {p.value for p in ExpertPhase}
+        if not set(self.noise.quiet_phases) <= phases:
+            raise ValueError(f"ExpertSessionConfig.noise.quiet_phases "
+                             f"{sorted(set(self.noise.quiet_phases) - phases)} are not expert "
+                             f"phases ({', '.join(sorted(phases))})")
         if self.start_at_miss and not self.expert.miss_offset > 0.0:
             raise ValueError("ExpertSessionConfig.start_at_miss needs ExpertConfig.miss_offset > 0 "
                              "(a miss that aims at the cube is no miss)")
@@ -153,7 +159,7 @@ class ExpertSession:
         if self._noise is None or step.action is None or step.action.done:
             return step
         pose = step.action.ee_pose.copy()
-        pose[:3, 3] += self._noise.offset(now)
+        pose[:3, 3] += self._noise.offset(now, step.action.phase)
         return dataclasses.replace(step, executed=dataclasses.replace(step.action, ee_pose=pose))
 
     def _tick(self, now: float, status: EpisodeStatus, obs: Observation | None) -> ExpertStep:

@@ -112,6 +112,12 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "expert/clean_ee_command for the recorder; 0: off", "m", (0.0, 0.05), read_only=True),
     ParamSpec("expert_noise_time_constant", 0.5, "correlation time of that offset", "s",
               (0.02, 10.0), read_only=True),
+    ParamSpec("expert_noise_quiet_phases", "", "comma-separated expert phases (approach, descend, "
+              "close, lift, transfer, lower, release, retreat, home) in which that offset fades to "
+              "zero, e.g. descend,close for grasps demonstrated on the cube; empty: none",
+              read_only=True),
+    ParamSpec("expert_noise_fade_time", 0.2, "time constant of that fade", "s", (0.01, 5.0),
+              read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",
               (1.0, 3600.0), read_only=True),
     ParamSpec("expert_settle_after_reset", 1.5, "pause after sim/reset before the next take (longer than "
@@ -197,8 +203,12 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
         ),
         seed=int(values["expert_seed"]),
         start_at_miss=bool(values["expert_start_at_miss"]),
-        noise=CommandNoiseConfig(std=float(values["expert_noise_std"]),
-                                 time_constant=float(values["expert_noise_time_constant"])),
+        noise=CommandNoiseConfig(
+            std=float(values["expert_noise_std"]),
+            time_constant=float(values["expert_noise_time_constant"]),
+            quiet_phases=tuple(p.strip() for p in str(values["expert_noise_quiet_phases"]).split(",")
+                               if p.strip()),
+            fade_time=float(values["expert_noise_fade_time"])),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
         bin_inner_size=float(values["bin_inner_size"]),

@@ -44,7 +44,20 @@ def test_zero_std_is_off() -> None:
     assert not noise.config.enabled and not run(noise, 20).any()
 
 
-@pytest.mark.parametrize(("field", "value"), [("std", -0.001), ("time_constant", 0.0)])
+def test_in_a_quiet_phase_the_offset_decays_with_the_fade_time() -> None:
+    config = CommandNoiseConfig(std=0.01, quiet_phases=("close",), fade_time=0.1)
+    noise = CommandNoise(config, seed=2)
+    start = run(noise, 100)[-1]  # t 1.98 s
+    assert np.abs(start).max() > 0.002
+    # Any other phase (or none) drifts as before; "close" decays, whatever the tick spacing.
+    np.testing.assert_allclose(noise.offset(2.03, "close"), start * np.exp(-0.05 / 0.1))
+    faded = noise.offset(2.5, "close")
+    np.testing.assert_allclose(faded, start * np.exp(-0.52 / 0.1))
+    assert np.abs(noise.offset(2.52, "lift") - faded).max() > 1e-4  # drifting again
+
+
+@pytest.mark.parametrize(("field", "value"), [("std", -0.001), ("time_constant", 0.0),
+                                              ("fade_time", 0.0), ("quiet_phases", ("",))])
 def test_bad_values_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"CommandNoiseConfig.{field}"):
         CommandNoiseConfig(**{field: value})

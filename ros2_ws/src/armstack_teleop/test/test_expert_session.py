@@ -113,12 +113,13 @@ def test_a_take_from_reset_to_save() -> None:
     assert run.resets == 2  # the next take begins with a new scene
 
 
-def test_with_command_noise_the_arm_executes_an_offset_and_the_clean_command_is_kept() -> None:
-    config = fast_config(expert_noise_std=0.004, expert_noise_time_constant=0.3, expert_seed=5)
+def noisy_take(config: ExpertSessionConfig) -> tuple[ExpertSession, np.ndarray, list[str]]:
+    """One expert take in a kinematic world that executes the perturbed commands; the session,
+    each tick's executed-minus-clean position offset and the expert phase of that tick."""
     session = ExpertSession(config)
     episodes = EpisodeController("put the cubes in the bin", "expert", 1)
     world = KinematicWorld(config)
-    offsets, now, saved = [], 0.0, False
+    offsets, phases, now, saved = [], [], 0.0, False
     while not saved:
         assert now < 120.0, "the noisy take did not finish"
         step = session.tick(now, episodes.status, world.observe(now))
@@ -132,16 +133,38 @@ def test_with_command_noise_the_arm_executes_an_offset_and_the_clean_command_is_
             assert executed.gripper == step.action.gripper
             np.testing.assert_array_equal(executed.ee_pose[:3, :3], step.action.ee_pose[:3, :3])
             offsets.append(executed.ee_pose[:3, 3] - step.action.ee_pose[:3, 3])
+            phases.append(step.action.phase)
             world.apply(executed.ee_pose, executed.gripper)  # the arm goes where it is sent
         now += DT
-    offsets = np.array(offsets)
+    return session, np.array(offsets), phases
+
+
+def test_with_command_noise_the_arm_executes_an_offset_and_the_clean_command_is_kept() -> None:
+    config = fast_config(expert_noise_std=0.004, expert_noise_time_constant=0.3, expert_seed=5)
+    session, offsets, _ = noisy_take(config)
     assert np.array_equal(offsets[0], np.zeros(3))  # each take starts on the path
     assert 0.001 < np.abs(offsets).max() < 0.02  # perturbed, by millimetres
     # The expert still put the cube in the bin from the perturbed states.
     assert session.results == [{"red_cube": True}]
     without = ExpertSession(fast_config())
     status = EpisodeController("put the cubes in the bin", "expert", 1).status
+    world = KinematicWorld(config)
     assert without.tick(0.0, status, world.observe(0.0)).executed is None
+
+
+def test_noise_fades_out_in_the_quiet_phases_and_drifts_again_after_them() -> None:
+    config = fast_config(expert_noise_std=0.004, expert_noise_time_constant=0.3, expert_seed=5,
+                         expert_noise_quiet_phases="descend, close", expert_noise_fade_time=0.1)
+    session, offsets, phases = noisy_take(config)
+    quiet = [k for k in range(1, len(phases)) if phases[k] in ("descend", "close")]
+    assert {phases[k] for k in quiet} == {"descend", "close"}
+    # Each quiet tick only shrinks the offset, by exp(-dt / fade_time).
+    for k in quiet:
+        np.testing.assert_allclose(offsets[k], offsets[k - 1] * np.exp(-DT / 0.1), atol=1e-12)
+    assert np.abs(offsets[quiet[-1]]).max() < 1e-4  # closed on the clean target, within 0.1 mm
+    lift = [k for k in range(1, len(phases)) if phases[k] == "lift"]
+    assert np.abs(offsets[lift[-1]]).max() > 1e-4  # drifting again
+    assert session.results == [{"red_cube": True}]
 
 
 def test_start_at_miss_starts_the_take_after_the_deliberate_miss() -> None:

@@ -30,6 +30,8 @@ def test_defaults_are_valid_for_every_source(source: str) -> None:
         ({"source": "expert", "bin_center": [0.1]}, "bin_center"),
         ({"source": "expert", "expert_linear_speed": 0.0}, "linear_speed"),
         ({"source": "expert", "expert_miss_rate": 1.5}, "miss_rate"),
+        ({"source": "expert", "expert_noise_quiet_phases": "descend,grasp"},
+         r"quiet_phases \['grasp'\] are not expert phases"),
     ],
 )
 def test_inconsistent_values_name_the_field(changes: dict, field: str) -> None:
