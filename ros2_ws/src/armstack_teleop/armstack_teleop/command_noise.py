@@ -75,11 +75,13 @@ class CommandNoise:
         tick rate; in one of the config's quiet phases it only decays."""
         if not self.config.enabled:
             return np.zeros(3)
-        if self._last is not None and now > self._last and phase in self.config.quiet_phases:
-            self._offset = self._offset * math.exp(-(now - self._last) / self.config.fade_time)
-        elif self._last is not None and now > self._last:
-            decay = math.exp(-(now - self._last) / self.config.time_constant)
-            spread = self.config.std * math.sqrt(1.0 - decay * decay)
-            self._offset = decay * self._offset + spread * self._rng.standard_normal(3)
+        if self._last is not None and now > self._last:
+            elapsed = now - self._last
+            if phase in self.config.quiet_phases:
+                self._offset = self._offset * math.exp(-elapsed / self.config.fade_time)
+            else:
+                decay = math.exp(-elapsed / self.config.time_constant)
+                spread = self.config.std * math.sqrt(1.0 - decay * decay)
+                self._offset = decay * self._offset + spread * self._rng.standard_normal(3)
         self._last = now if self._last is None else max(self._last, now)
         return self._offset.copy()
