@@ -39,6 +39,7 @@ try:
     import armstack_recorder  # noqa: F401
 except ImportError:  # run from a source checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ros2_ws/src/armstack_recorder"))
+from armstack_common.params import comma_separated
 from armstack_recorder.lerobot_dataset import (
     CameraSpec,
     FeatureSpec,
@@ -184,10 +185,6 @@ def _unix_ns(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}")
 
 
-def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def _param(text: str) -> tuple[str, object]:
     try:
         return parse_param(text)
@@ -259,10 +256,10 @@ def _add_mcap_commands(sub: argparse._SubParsersAction) -> None:
     p_from.add_argument("--fps", type=int, default=None,
                         help="dataset clock (default: the bag's dataset fps, else 30)")
     p_from.add_argument("--task", default=None, help="task of a bag without teleop/episode")
-    p_from.add_argument("--joints", type=_name_list, default=None,
+    p_from.add_argument("--joints", type=comma_separated, default=None,
                         help="joint names of observation.state (default: as in the bag)")
     p_from.add_argument("--action", choices=["joint_command", "ee_command"], default=None)
-    p_from.add_argument("--classes", type=_name_list, default=None,
+    p_from.add_argument("--classes", type=comma_separated, default=None,
                         help="object classes of environment_state (default: as in the bag)")
     p_from.add_argument("--no-images", action="store_true", help="leave the cameras out")
     p_from.add_argument("--namespace", default=None, help="topic prefix (default: as written)")

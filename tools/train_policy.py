@@ -28,6 +28,7 @@ _REPO = Path(__file__).resolve().parents[1]
 for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armstack_common"):
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
+from armstack_common.params import comma_separated  # noqa: E402
 from armstack_learning.augment import RelocationConfig  # noqa: E402
 from armstack_learning.data import parse_episode_ranges  # noqa: E402
 from armstack_learning.factory import (  # noqa: E402
@@ -39,10 +40,6 @@ from armstack_learning.features import ACTION_KINDS, ObjectSlotsConfig, layout_f
 from armstack_learning.normalize import NormalizationConfig  # noqa: E402
 from armstack_learning.train import LR_SCHEDULES, TrainConfig, train  # noqa: E402
 from armstack_recorder.metadata import read_info  # noqa: E402
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _episode_ranges(text: str) -> tuple[int, ...]:
@@ -121,9 +118,10 @@ def main() -> int:
         relocation=RelocationConfig(probability=args.relocate_waiting), episodes=args.episodes)
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
-        classes=_csv(classes), fields=_csv(args.object_fields), hold=args.object_hold)
+        classes=comma_separated(classes), fields=comma_separated(args.object_fields),
+        hold=args.object_hold)
     layout = layout_for_dataset(read_info(Path(args.dataset))["features"], objects,
-                                args.action_kind, _csv(args.cameras))
+                                args.action_kind, comma_separated(args.cameras))
     policy_cfg = config_with_overrides(args.policy, dict(args.set))
     last = train(cfg, policy_cfg, layout, resume=args.resume)
     logging.getLogger(__name__).info("last checkpoint: %s", last)

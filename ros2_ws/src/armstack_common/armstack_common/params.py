@@ -54,6 +54,12 @@ class ParamSpec:
         return text
 
 
+def comma_separated(text: str) -> tuple[str, ...]:
+    """The names in "a, b,c" (a string parameter or argument that lists names): stripped,
+    empty ones dropped, so "" is none."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def check_values(specs: Sequence[ParamSpec], values: dict[str, Any]) -> list[str]:
     """Every reason the given values violate their specs (empty when all are fine)."""
     by_name = {s.name: s for s in specs}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from armstack_common.diagnostics import DiagnosticReport, Level
-from armstack_common.params import ParamSpec, check_values
+from armstack_common.params import ParamSpec, check_values, comma_separated
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
 
@@ -46,6 +46,11 @@ def test_param_spec_checks_range_and_choices(values, expected):
         ParamSpec("mode", "a", "mode", choices=("a", "b")),
     ]
     assert check_values(specs, values) == expected
+
+
+def test_comma_separated_names_are_stripped_and_empty_ones_dropped():
+    assert comma_separated(" descend, close,,") == ("descend", "close")
+    assert comma_separated("") == ()
 
 
 def test_diagnostic_report_worst_level_wins():

@@ -30,6 +30,7 @@ from pathlib import Path
 import rclpy
 import yaml
 from armstack_common import paths
+from armstack_common.params import comma_separated
 from armstack_policy.chunk_buffer import MODES
 from armstack_policy.onnx_policy import PolicyCard, find_card, is_vla_card
 from armstack_policy.vla_decode import VLACard
@@ -196,7 +197,7 @@ def _graph_config(args: argparse.Namespace, link: str) -> GraphConfig:
         perception=not args.no_perception, detector_model=args.detector_model,
         # Both controllers reset the scene before their first episode (seed + 1).
         seed=args.seed - 1,
-        objects=tuple(c.strip() for c in args.objects.split(",") if c.strip()),
+        objects=comma_separated(args.objects),
         expert_time_limit=args.timeout)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from armstack_common.params import ParamSpec
+from armstack_common.params import ParamSpec, comma_separated
 
 from armstack_teleop.gamepad import GamepadConfig
 from armstack_teleop.jog import JogConfig
@@ -206,8 +206,7 @@ def _expert_config(values: dict[str, Any]) -> ExpertSessionConfig:
         noise=CommandNoiseConfig(
             std=float(values["expert_noise_std"]),
             time_constant=float(values["expert_noise_time_constant"]),
-            quiet_phases=tuple(p.strip() for p in str(values["expert_noise_quiet_phases"]).split(",")
-                               if p.strip()),
+            quiet_phases=comma_separated(str(values["expert_noise_quiet_phases"])),
             fade_time=float(values["expert_noise_fade_time"])),
         bin_center=_floats(values, "bin_center", 2),
         bin_floor_height=float(values["bin_floor_height"]),
