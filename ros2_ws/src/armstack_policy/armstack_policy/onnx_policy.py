@@ -373,6 +373,22 @@ class RunnerConfig:
                              f"got {self.temperature!r}")
 
 
+def batch_of_one(observation: Mapping[str, np.ndarray],
+                 shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The graph's float32 feeds with a batch axis of one, from {feature: value} raw
+    observations whose shapes (batch axis not included) must be `shapes`' exactly."""
+    feeds = {}
+    for key, shape in shapes.items():
+        if key not in observation:
+            raise ValueError(f"observation lacks {key!r}")
+        value = np.asarray(observation[key], dtype=np.float32)
+        if value.shape != shape:
+            raise ValueError(f"observation {key!r} has shape {value.shape}, the model takes "
+                             f"{shape}")
+        feeds[key] = value[None]
+    return feeds
+
+
 class OnnxPolicy(abc.ABC):
     """A chunked policy behind an ONNX Runtime session: reset(), predict_chunk()."""
 
@@ -411,18 +427,6 @@ class OnnxPolicy(abc.ABC):
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """(k, D) float32 actions in raw units from {feature: (n_obs, ...)} raw observations."""
 
-    def _feeds(self, observation: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Batch-of-one float32 inputs, shapes checked against the card."""
-        feeds = {}
-        for key, shape in self._shapes.items():
-            if key not in observation:
-                raise ValueError(f"observation lacks {key!r}")
-            value = np.asarray(observation[key], dtype=np.float32)
-            if value.shape != shape:
-                raise ValueError(f"observation {key!r} has shape {value.shape}, the model takes "
-                                 f"{shape} (n_obs, ...)")
-            feeds[key] = value[None]
-        return feeds
 
 
 class ACTRunner(OnnxPolicy):
@@ -432,7 +436,7 @@ class ACTRunner(OnnxPolicy):
         """Nothing to forget: the graph keeps no state and z is the prior mean."""
 
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        (chunk,) = self._session.run(["action"], self._feeds(observation))
+        (chunk,) = self._session.run(["action"], batch_of_one(observation, self._shapes))
         return chunk[0]  # (k, D)
 
 
@@ -472,7 +476,7 @@ class DiffusionRunner(OnnxPolicy):
         self._rng = np.random.default_rng(self._seed)
 
     def predict_chunk(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
-        feeds = self._feeds(observation)
+        feeds = batch_of_one(observation, self._shapes)
         if self._samples > 1:  # one batch: every sample sees the same observation
             feeds = {key: np.repeat(value, self._samples, axis=0) for key, value in feeds.items()}
         noise = self._rng.standard_normal((self._samples, *self.card.graph_chunk_shape))

@@ -47,6 +47,7 @@ from armstack_policy.onnx_policy import (
     VLA_KIND,
     CardError,
     RunnerConfig,
+    batch_of_one,
     card_object_slots,
     find_card,
 )
@@ -428,18 +429,6 @@ class VLARunner:
         """New episode: the sampling generator restarts; the instruction is kept."""
         self._rng = np.random.default_rng(self._seed)
 
-    def _feeds(self, observation: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {}
-        for key, shape in self._shapes.items():
-            if key not in observation:
-                raise ValueError(f"observation lacks {key!r}")
-            value = np.asarray(observation[key], dtype=np.float32)
-            if value.shape != shape:
-                raise ValueError(f"observation {key!r} has shape {value.shape}, the model takes "
-                                 f"{shape}")
-            feeds[key] = value[None]
-        return feeds
-
     def _split_present(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Present cache outputs -> the step graph's past inputs."""
         c = self.card.cache
@@ -456,7 +445,7 @@ class VLARunner:
                                      "(std_msgs/String) or set the policy node's instruction "
                                      "parameter")
         pre, stp = self.card.prefill, self.card.step
-        feeds = self._feeds(observation) | {pre.names["instruction"]: self._tokens}
+        feeds = batch_of_one(observation, self._shapes) | {pre.names["instruction"]: self._tokens}
         present = self._cache_names(False)
         cache_names = [pre.names["logits"], *present]
         step_outputs = [stp.names["logits"], *present]
