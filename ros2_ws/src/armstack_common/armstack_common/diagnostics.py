@@ -54,6 +54,12 @@ class DiagnosticReport:
         elif value < warn:
             self.raise_to(Level.WARN, f"{key} {value:.3g}{units} < {warn:.3g}{units}")
 
+    def check_latency(self, summary: dict[str, float], warn_ms: float, error_ms: float) -> None:
+        """A stage's latency window (RollingStats.summary(), ms): the median is held to the
+        thresholds, so one slow frame does not flag the stage; the p99 is recorded beside it."""
+        self.check_max("latency_median_ms", summary["median"], warn_ms, error_ms, "ms")
+        self.add("latency_p99_ms", summary["p99"])
+
     @property
     def message(self) -> str:
         return "; ".join(self.reasons) if self.reasons else "OK"

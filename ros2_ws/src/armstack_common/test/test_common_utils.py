@@ -61,6 +61,15 @@ def test_diagnostic_report_worst_level_wins():
     assert "latency_ms 3ms > 2ms" in report.message and "rate_hz 10 < 20" in report.message
 
 
+def test_latency_check_holds_the_median_to_the_thresholds_and_records_the_p99():
+    report = DiagnosticReport("detector")
+    report.check_latency({"median": 40.0, "p99": 900.0, "max": 950.0, "mean": 60.0}, 100.0, 300.0)
+    assert report.level == Level.OK
+    assert report.values == {"latency_median_ms": "40.000", "latency_p99_ms": "900.000"}
+    report.check_latency({"median": 150.0, "p99": 160.0, "max": 170.0, "mean": 150.0}, 100.0, 300.0)
+    assert report.level == Level.WARN and "latency_median_ms 150ms > 100ms" in report.message
+
+
 @pytest.mark.parametrize("t", [0.0, 1.5, 1.999999999, 1700000000.123456789])
 def test_stamp_fields_are_normalized(t):
     sec, nsec = sec_to_stamp_fields(t)

@@ -125,15 +125,8 @@ class DetectorNode(Node):
             report.raise_to(Level.WARN, "no image processed yet")
             report.add("latency_median_ms", float("nan"))
         else:
-            latency = self._latency_ms.summary()
-            report.check_max(
-                "latency_median_ms",
-                latency["median"],
-                cfg.latency_warn_ms,
-                cfg.latency_error_ms,
-                "ms",
-            )
-            report.add("latency_p99_ms", latency["p99"])
+            report.check_latency(self._latency_ms.summary(), cfg.latency_warn_ms,
+                                 cfg.latency_error_ms)
         self._diag_pub.publish(to_msg([report], self.get_clock().now().to_msg()))
 
     def stop(self) -> None:

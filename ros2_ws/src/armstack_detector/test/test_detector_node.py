@@ -8,6 +8,7 @@ import time
 import numpy as np
 import onnx
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from onnx import TensorProto, helper, numpy_helper
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -94,6 +95,7 @@ def test_detects_publishes_overlay_and_follows_live_thresholds(model_files, tmp_
     with Listener(DOMAIN, "detector_test") as lis:
         dets = lis.collect(Detection2DArray, "detections", RESULTS_QOS)
         overlays = lis.collect(Image, "detections/image", image_qos("reliable"))
+        diagnostics = lis.collect(DiagnosticArray, "diagnostics", 10)
         pub = lis.node.create_publisher(Image, "camera/color/image_raw", image_qos("reliable"))
         sent: dict[float, float] = {}  # stamp -> time sent
 
@@ -109,6 +111,7 @@ def test_detects_publishes_overlay_and_follows_live_thresholds(model_files, tmp_
             "layout": "end_to_end",
             "labels_file": labels,
             "intra_op_threads": 1,
+            "diagnostics_period_s": 0.3,
         }
         with NodeProcess(MODULE, params, DOMAIN) as node:
             assert lis.spin_until(lambda: len(dets) >= 3 and overlays, 25.0, node), node.output()
@@ -120,6 +123,12 @@ def test_detects_publishes_overlay_and_follows_live_thresholds(model_files, tmp_
                 return [m for _, m in dets if stamp_to_sec(m.header.stamp) > updated]
 
             assert lis.spin_until(lambda: len(after_update()) >= 3, 10.0, node), node.output()
+
+            def latency_reported() -> bool:
+                return any(kv.key == "latency_p99_ms" for _, m in diagnostics[-1:]
+                           for kv in m.status[0].values)
+
+            assert lis.spin_until(latency_reported, 10.0, node), node.output()
             assert node.stop() == 0, node.output()
 
     first = dets[0][1]
@@ -143,6 +152,8 @@ def test_detects_publishes_overlay_and_follows_live_thresholds(model_files, tmp_
     assert (overlay.encoding, overlay.width, overlay.height) == ("rgb8", 640, 480)
     assert stamp_to_sec(overlay.header.stamp) in sent
     assert (image_to_numpy(overlay) != 255).any()  # boxes drawn on the white image
+    values = {kv.key: kv.value for kv in diagnostics[-1][1].status[0].values}
+    assert float(values["latency_p99_ms"]) >= float(values["latency_median_ms"]) > 0.0
     latencies = [received - sent[stamp_to_sec(m.header.stamp)] for received, m in dets]
     print(f"detector round trip: median {1e3 * np.median(latencies):.1f} ms")
 

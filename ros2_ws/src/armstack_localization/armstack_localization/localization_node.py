@@ -151,15 +151,8 @@ class LocalizationNode(Node):
             )
             self._recent_problems = 0
         if self._rate.count:
-            latency = self._latency_ms.summary()
-            report.check_max(
-                "latency_median_ms",
-                latency["median"],
-                cfg.latency_warn_ms,
-                cfg.latency_error_ms,
-                "ms",
-            )
-            report.add("latency_p99_ms", latency["p99"])
+            report.check_latency(self._latency_ms.summary(), cfg.latency_warn_ms,
+                                 cfg.latency_error_ms)
         self._diag_pub.publish(to_msg([report], self.get_clock().now().to_msg()))
 
 

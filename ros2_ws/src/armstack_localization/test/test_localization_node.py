@@ -160,6 +160,7 @@ def test_objects_are_placed_at_ground_truth_in_base_link():
     # frame or two may beat tf_static at start-up and count as tf_failed.)
     assert int(values["frames"]) >= 1
     assert int(values["no_depth"]) == 0
+    assert float(values["latency_p99_ms"]) >= float(values["latency_median_ms"]) > 0.0
 
 
 def _depth(point) -> float:
