@@ -10,8 +10,6 @@ simulator's main() does.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 
 from armstack_common.servo_config import ServoBusConfig, load_default_servo_config
+from armstack_common.testing import NodeProcess
 from armstack_sim.dynamixel_bus import DynamixelBusEmulator, EmulatorOptions
 
 sys.setswitchinterval(0.0005)
@@ -111,36 +110,17 @@ TEST_REPLY_MARGIN_MS = 60.0
 TEST_PARAMS = {"reply_margin_ms": TEST_REPLY_MARGIN_MS}
 
 
-class DriverProcess:
+class DriverProcess(NodeProcess):
     """The real driver node (console entry point code) as a subprocess."""
 
     def __init__(self, port: str, log_path: Path, **params: Any) -> None:
-        args = [sys.executable, "-m", "armstack_driver.driver_node", "--ros-args",
-                "--params-file", str(DRIVER_YAML), "-p", f"port:={port}"]
+        args = ["--ros-args", "--params-file", str(DRIVER_YAML), "-p", f"port:={port}"]
         for name, value in {**TEST_PARAMS, **params}.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{name}:={text}"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id()), PYTHONUNBUFFERED="1")
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        super().__init__([sys.executable, "-m", "armstack_driver.driver_node"], args, log_path,
+                         name="driver_node", env=env)
 
 
 class Observer:
