@@ -14,7 +14,7 @@ from armstack_camera.clock import ClockMapperConfig, DeviceClockMapper
 from armstack_camera.config import PARAMS, CameraNodeConfig
 from armstack_camera.source import EndOfStream, Frame, SourceError, SourceInfo
 from armstack_common import paths
-from armstack_common.params import check_values
+from armstack_common.params import file_section_problems
 
 FAST = CaptureConfig(stall_timeout_s=0.1, backoff_initial_s=0.02, backoff_max_s=0.08)
 INFO = SourceInfo("scripted", "hw0", 4, 3, False, None)
@@ -181,10 +181,5 @@ def test_perception_yaml_section_configures_the_node():
     """config/perception.yaml: declared names only, the declared types, valid values."""
     raw = yaml.safe_load(paths.config_file("perception.yaml").read_text())
     section = raw["/**/camera"]["ros__parameters"]
-    specs = {spec.name: spec for spec in PARAMS}
-    assert set(section) <= set(specs), set(section) - set(specs)
-    for name, value in section.items():
-        assert type(value) is type(specs[name].default), name  # rclpy refuses other types
-    values = {name: spec.default for name, spec in specs.items()} | section
-    assert check_values(PARAMS, values) == []
-    CameraNodeConfig.from_params(values)
+    assert file_section_problems(PARAMS, section) == []
+    CameraNodeConfig.from_params({spec.name: spec.default for spec in PARAMS} | section)

@@ -71,6 +71,19 @@ def check_values(specs: Sequence[ParamSpec], values: dict[str, Any]) -> list[str
     return problems
 
 
+def file_section_problems(specs: Sequence[ParamSpec], section: dict[str, Any]) -> list[str]:
+    """Every reason a parameter file's `ros__parameters` for a node declaring `specs` would not
+    load: names the node does not declare, values of another type than the default's (rclpy
+    refuses them, e.g. 1 for a double) and values out of range or choices."""
+    by_name = {s.name: s for s in specs}
+    problems = [f"{name} is not a parameter of the node" for name in section if name not in by_name]
+    for name, value in section.items():
+        if name in by_name and type(value) is not type(by_name[name].default):
+            problems.append(f"{name}={value!r} has type {type(value).__name__}, the "
+                            f"parameter's is {type(by_name[name].default).__name__}")
+    return problems + check_values(specs, section)
+
+
 def _node_key_matches(key: str, node_name: str) -> bool:
     """Whether a parameter file's top-level key (`/**`, `/**/policy`, `policy`, `/ns/*`)
     applies to the fully qualified node name (`/policy`, `/ns/policy`)."""

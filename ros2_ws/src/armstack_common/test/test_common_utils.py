@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from armstack_common.diagnostics import DiagnosticReport, Level
-from armstack_common.params import ParamSpec, check_values, comma_separated
+from armstack_common.params import ParamSpec, check_values, comma_separated, file_section_problems
 from armstack_common.stats import RateMeter, RollingStats
 from armstack_common.timeutil import sec_to_stamp_fields
 
@@ -46,6 +46,17 @@ def test_param_spec_checks_range_and_choices(values, expected):
         ParamSpec("mode", "a", "mode", choices=("a", "b")),
     ]
     assert check_values(specs, values) == expected
+
+
+def test_file_section_problems_name_unknown_keys_wrong_types_and_bad_values():
+    specs = [ParamSpec("rate", 50.0, "loop rate", "Hz", range=(1.0, 200.0)),
+             ParamSpec("mode", "a", "mode", choices=("a", "b"))]
+    assert file_section_problems(specs, {"rate": 20.0}) == []
+    assert file_section_problems(specs, {"rte": 20.0, "rate": 20, "mode": "c"}) == [
+        "rte is not a parameter of the node",
+        "rate=20 has type int, the parameter's is float",
+        "mode='c' is not one of ['a', 'b']",
+    ]
 
 
 def test_comma_separated_names_are_stripped_and_empty_ones_dropped():

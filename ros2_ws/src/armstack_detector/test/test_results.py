@@ -11,7 +11,7 @@ import yaml
 from std_msgs.msg import Header
 
 from armstack_common import paths
-from armstack_common.params import check_values
+from armstack_common.params import check_values, file_section_problems
 from armstack_detector.decoders import Detections
 from armstack_detector.latest import LatestSlot
 from armstack_detector.node_config import PARAMS, DetectorNodeConfig
@@ -112,10 +112,5 @@ def test_perception_yaml_section_configures_the_node():
     """config/perception.yaml: declared names only, the declared types, valid values."""
     raw = yaml.safe_load(paths.config_file("perception.yaml").read_text())
     section = raw["/**/detector"]["ros__parameters"]
-    specs = {spec.name: spec for spec in PARAMS}
-    assert set(section) <= set(specs), set(section) - set(specs)
-    for name, value in section.items():
-        assert type(value) is type(specs[name].default), name  # rclpy refuses other types
-    values = {name: spec.default for name, spec in specs.items()} | section
-    assert check_values(PARAMS, values) == []
-    DetectorNodeConfig.from_params(values)
+    assert file_section_problems(PARAMS, section) == []
+    DetectorNodeConfig.from_params({spec.name: spec.default for spec in PARAMS} | section)

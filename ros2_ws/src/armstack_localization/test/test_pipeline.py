@@ -8,7 +8,7 @@ import yaml
 
 from armstack_camera.calibration import CameraModel, load_camera_file
 from armstack_common import paths
-from armstack_common.params import check_values
+from armstack_common.params import file_section_problems
 from armstack_common.tf_buffer import Transform
 from armstack_localization.node_config import PARAMS, LocalizationNodeConfig
 from armstack_localization.pipeline import FrameRejected, ObjectLocalizer
@@ -142,10 +142,5 @@ def test_perception_yaml_section_configures_the_node():
     """config/perception.yaml: declared names only, the declared types, valid values."""
     raw = yaml.safe_load(paths.config_file("perception.yaml").read_text())
     section = raw["/**/localization"]["ros__parameters"]
-    specs = {spec.name: spec for spec in PARAMS}
-    assert set(section) <= set(specs), set(section) - set(specs)
-    for name, value in section.items():
-        assert type(value) is type(specs[name].default), name  # rclpy refuses other types
-    values = {name: spec.default for name, spec in specs.items()} | section
-    assert check_values(PARAMS, values) == []
-    LocalizationNodeConfig.from_params(values)
+    assert file_section_problems(PARAMS, section) == []
+    LocalizationNodeConfig.from_params({spec.name: spec.default for spec in PARAMS} | section)
