@@ -29,7 +29,7 @@ for _pkg in ("armstack_learning", "armstack_recorder", "armstack_policy", "armst
     sys.path.insert(0, str(_REPO / "ros2_ws" / "src" / _pkg))
 
 from armstack_common.params import comma_separated  # noqa: E402
-from armstack_learning.augment import RelocationConfig  # noqa: E402
+from armstack_learning.augment import BaseRotationConfig, RelocationConfig  # noqa: E402
 from armstack_learning.data import parse_episode_ranges  # noqa: E402
 from armstack_learning.factory import (  # noqa: E402
     POLICY_KINDS,
@@ -89,6 +89,14 @@ def _parse() -> argparse.Namespace:
                    "ignores (those the demonstration picks later) to other free spots on the "
                    "table, so the policy reaches from the cube it picks, not from the layout "
                    "(default 0: off; object-slot policies only)")
+    p.add_argument("--rotate-about-base", type=float, default=0.0, metavar="P",
+                   help="probability that a training sample whose action chunk carries no cube "
+                   "is turned about the arm's base: the waist reading, the cubes not yet picked "
+                   "and the commanded ee poses, by an angle uniform in +-"
+                   "--rotate-max-deg, so the policy sees each reach from more places "
+                   "(default 0: off; end-effector object-slot policies only)")
+    p.add_argument("--rotate-max-deg", type=float, default=BaseRotationConfig.max_angle_deg,
+                   metavar="DEG", help="largest turn of --rotate-about-base")
     p.add_argument("--episodes", type=_episode_ranges, metavar="A-B,C,...",
                    help="train on these episodes of the dataset only, e.g. 0-29,50-69 "
                    "(default: all); the normalization then comes from their frames")
@@ -115,7 +123,10 @@ def main() -> int:
         seed=args.seed, save_every=args.save_every, log_every=args.log_every,
         keep_checkpoints=args.keep_checkpoints, num_workers=args.num_workers, stop_at=args.stop_at,
         init_from=args.init_from, normalization=NormalizationConfig(min_scale=args.min_scale),
-        relocation=RelocationConfig(probability=args.relocate_waiting), episodes=args.episodes)
+        relocation=RelocationConfig(probability=args.relocate_waiting),
+        rotation=BaseRotationConfig(probability=args.rotate_about_base,
+                                    max_angle_deg=args.rotate_max_deg),
+        episodes=args.episodes)
     classes = args.objects or ("none" if args.policy == "vla" else "red_cube,green_cube,blue_cube")
     objects = None if classes == "none" else ObjectSlotsConfig(
         classes=comma_separated(classes), fields=comma_separated(args.object_fields),

@@ -1,4 +1,5 @@
-"""Training-time augmentation of the object slots: move the cubes a sample's actions ignore.
+"""Training-time augmentation: move the cubes a sample's actions ignore; turn a reach about the
+arm's base.
 
 Fifty demonstrations show fifty layouts, and a policy can learn where to reach from the whole
 layout instead of from the cube it is reaching for: act_pick's first reach moved by about as
@@ -10,18 +11,31 @@ whose actions are still right, and a layout the demonstrations never showed.
 `waiting_slots` finds those cubes from the recording alone: the gripper command says when each
 cube is let go, and the cube that moved most between a pick's start and just after its release
 is the one that pick handled. `relocate_slots` moves them.
+
+Fifty demonstrations also show each reach only once: about 150 grasps for the whole table, and
+a policy that interpolates between them closes a centimetre or more beside a cube it has not
+seen there. The arm's first joint turns about base_link's z axis through its origin
+(config/robot/arm.urdf), so a reach turned by an angle about that axis, its cubes and its
+commanded poses with it and that joint's reading plus the angle, is the same reach done by the
+same arm. The bin does not turn, so only samples whose action chunk carries nothing to it
+(`rotation_safe`) are turned, and only the cubes still where the episode first saw them
+(`untouched_slots`); the cubes already in the bin stay put. `rotate_about_base` turns one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from armstack_common.robot_names import ARM_JOINTS
 
 # A pick "handled" a cube if that cube moved at least this far (m) by just after the release:
 # a missed grasp moves nothing, and then the pick says nothing about which cube waits.
 MIN_HANDLED_MOVE_M = 0.03
+# The joint that turns about base_link's z axis (tests/test_augment checks it on the URDF).
+BASE_JOINT = ARM_JOINTS[0]
 
 
 @dataclass(frozen=True)
@@ -166,3 +180,110 @@ def table_region(env: np.ndarray, episode: np.ndarray, fields: Sequence[str]
         raise ValueError("no cube is seen in any episode's first frame: nowhere to move cubes to")
     return (float(seen[:, ix].min()), float(seen[:, ix].max()),
             float(seen[:, iy].min()), float(seen[:, iy].max()))
+
+
+@dataclass(frozen=True)
+class BaseRotationConfig:
+    """Which samples turn their reach about the arm's base, and by how much."""
+
+    probability: float = 0.0  # of a sample that may be turned being turned (0: off)
+    max_angle_deg: float = 10.0  # the angle is uniform in [-max, max]
+    # m of commanded ee travel in x, y with the gripper closed after which a frame carries a
+    # cube to the bin (a grasp closes in place; a carry moves)
+    carry_tolerance: float = 0.02
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError("BaseRotationConfig.probability must be in [0, 1], got "
+                             f"{self.probability!r}")
+        if not 0.0 < self.max_angle_deg <= 45.0:
+            raise ValueError("BaseRotationConfig.max_angle_deg must be in (0, 45], got "
+                             f"{self.max_angle_deg!r}")
+        if not self.carry_tolerance > 0.0:
+            raise ValueError("BaseRotationConfig.carry_tolerance must be > 0 m, got "
+                             f"{self.carry_tolerance!r}")
+
+
+def carrying_frames(xy: np.ndarray, gripper: np.ndarray, episode: np.ndarray,
+                    tolerance: float) -> np.ndarray:
+    """(N,) bool: the commanded gripper is closed and the commanded ee position `xy` (N, 2) has
+    moved more than `tolerance` (m) from where it closed; gripper (N,) the commanded gripper,
+    episode (N,) episode index (an episode's frames are contiguous and in time order)."""
+    closed = gripper_closed(gripper)
+    frames = np.arange(len(closed))
+    starts = np.zeros(len(closed), bool)
+    starts[_episode_starts(episode)] = True
+    closes = closed & (starts | ~np.r_[False, closed[:-1]])  # first frame of each closed run
+    since = np.maximum.accumulate(np.where(closes, frames, 0))  # where the current run began
+    travel = np.hypot(*(xy - xy[since]).T)
+    return closed & (travel > tolerance)
+
+
+def rotation_safe(carrying: np.ndarray, episode: np.ndarray, horizon: int) -> np.ndarray:
+    """(N,) bool: no frame from t to t + horizon - 1 (clipped to t's episode) is `carrying`."""
+    n = len(carrying)
+    safe = np.zeros(n, bool)
+    starts = _episode_starts(episode)
+    for a, b in zip(starts, np.r_[starts[1:], n], strict=True):
+        # next carrying frame at or after each frame (b - a: none)
+        marks = np.where(carrying[a:b], np.arange(b - a), b - a)
+        upcoming = np.minimum.accumulate(marks[::-1])[::-1]
+        safe[a:b] = upcoming > np.minimum(np.arange(b - a) + horizon - 1, b - a - 1)
+    return safe
+
+
+def untouched_slots(env: np.ndarray, episode: np.ndarray, fields: Sequence[str],
+                    tolerance: float = MIN_HANDLED_MOVE_M) -> np.ndarray:
+    """(N, C) bool: slot c is present at frame t within `tolerance` (m) of where its episode
+    first saw it, i.e. not yet picked."""
+    ix, iy, ip = _xy_present(fields)
+    slots = env.reshape(env.shape[0], -1, len(fields))  # (N, C, F)
+    out = np.zeros(slots.shape[:2], bool)
+    starts = _episode_starts(episode)
+    for a, b in zip(starts, np.r_[starts[1:], env.shape[0]], strict=True):
+        first = _first_seen(slots[a:b], ix, iy, ip)  # (C, 2), nan if never seen
+        move = np.hypot(slots[a:b, :, ix] - first[:, 0], slots[a:b, :, iy] - first[:, 1])
+        out[a:b] = (slots[a:b, :, ip] > 0.5) & (np.nan_to_num(move, nan=np.inf) <= tolerance)
+    return out
+
+
+def _turn_xy(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    c, s = math.cos(angle), math.sin(angle)
+    return c * x - s * y, s * x + c * y
+
+
+def rotate_about_base(angle: float, state: np.ndarray, env: np.ndarray | None,
+                      actions: np.ndarray, *, base_joint: int, slots: Sequence[int],
+                      fields: Sequence[str], position: tuple[int, int],
+                      quaternion: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None,
+                                                          np.ndarray]:
+    """Copies of one sample turned by `angle` (rad) about base_link's z axis.
+
+    state (n_obs, D_s): column `base_joint` plus the angle; env (n_obs, C*F) or None: the x, y of
+    each of `slots` turned in the rows where it is present; actions (k, D_a) ee poses in
+    base_link: columns `position` (x, y) turned, the quaternion (x, y, z, w at `quaternion`)
+    pre-multiplied by the turn and kept at qw >= 0."""
+    state = np.array(state, dtype=np.float32, copy=True)
+    state[:, base_joint] += angle
+    if env is not None:
+        ix, iy, ip = _xy_present(fields)
+        env = np.array(env, dtype=np.float32, copy=True)
+        rows = env.reshape(env.shape[0], -1, len(fields))  # view: (n_obs, C, F)
+        for slot in slots:
+            present = rows[:, slot, ip] > 0.5
+            rows[present, slot, ix], rows[present, slot, iy] = _turn_xy(
+                rows[present, slot, ix], rows[present, slot, iy], angle)
+    actions = np.array(actions, dtype=np.float32, copy=True)
+    px, py = position
+    actions[:, px], actions[:, py] = _turn_xy(actions[:, px], actions[:, py], angle)
+    q = actions[:, list(quaternion)].astype(np.float64)  # (k, 4) x y z w
+    hz, hw = math.sin(angle / 2.0), math.cos(angle / 2.0)  # the turn: (0, 0, hz, hw)
+    turned = np.column_stack([hw * q[:, 0] - hz * q[:, 1], hw * q[:, 1] + hz * q[:, 0],
+                              hw * q[:, 2] + hz * q[:, 3], hw * q[:, 3] - hz * q[:, 2]])
+    turned *= np.where(turned[:, 3:4] < 0.0, -1.0, 1.0)
+    actions[:, list(quaternion)] = turned
+    return state, env, actions

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,9 +39,15 @@ from armstack_recorder.stats import vector_stats
 from torch.utils.data import Dataset
 
 from armstack_learning.augment import (
+    BASE_JOINT,
+    BaseRotationConfig,
     RelocationConfig,
+    carrying_frames,
     relocate_slots,
+    rotate_about_base,
+    rotation_safe,
     table_region,
+    untouched_slots,
     waiting_slots,
 )
 from armstack_learning.features import (
@@ -91,12 +98,14 @@ class ChunkDataset(Dataset):
                  tokenize: Callable[[str], np.ndarray] | None = None,
                  targets: tuple[str, ...] = (),
                  relocation: RelocationConfig | None = None,
+                 rotation: BaseRotationConfig | None = None,
                  episodes: Sequence[int] | None = None) -> None:
         """image_size (H, W): the size samples carry (default: the dataset's); tokenize: task
         string -> (L,) ids, to add observation.language.tokens to every sample; relocation:
         move the cubes a sample's actions ignore (armstack_learning.augment), drawing from
-        torch's RNG, which checkpoints save and restore; episodes: the episode indices to
-        sample from (default: all)."""
+        torch's RNG, which checkpoints save and restore; rotation: turn reaches about the arm's
+        base (armstack_learning.augment; end-effector actions only), from the same RNG;
+        episodes: the episode indices to sample from (default: all)."""
         self.reader = LeRobotDatasetReader(root)
         self.layout = layout
         self.window = window
@@ -136,6 +145,9 @@ class ChunkDataset(Dataset):
         self._relocation = relocation if relocation and relocation.enabled else None
         if self._relocation:
             self._prepare_relocation(self._relocation)
+        self._rotation = rotation if rotation and rotation.enabled else None
+        if self._rotation:
+            self._prepare_rotation(self._rotation)
         if preload_images:
             self._preload()
 
@@ -171,11 +183,19 @@ class ChunkDataset(Dataset):
         t = int(self._frames_used[i])
         obs = self.obs_indices(t)
         act, pad = self.action_indices(t)
-        item = {STATE_KEY: torch.from_numpy(self._state[obs]),
-                ACTION_KEY: torch.from_numpy(self._action[act]),
+        state, actions = self._state[obs], self._action[act]
+        env = self._sample_env(t, obs) if self._env is not None else None
+        if self._rotation is not None and self._rotation_safe[t] and (
+                float(torch.rand(())) < self._rotation.probability):
+            angle = math.radians(self._rotation.max_angle_deg) * (2.0 * float(torch.rand(())) - 1.0)
+            state, env, actions = rotate_about_base(
+                angle, state, env, actions, slots=np.flatnonzero(self._untouched[t]),
+                **self._rotation_columns)
+        item = {STATE_KEY: torch.from_numpy(state),
+                ACTION_KEY: torch.from_numpy(actions),
                 ACTION_PAD_KEY: torch.from_numpy(pad)}
-        if self._env is not None:
-            item[ENV_STATE_KEY] = torch.from_numpy(self._sample_env(t, obs))
+        if env is not None:
+            item[ENV_STATE_KEY] = torch.from_numpy(env)
         for key in self.layout.image_keys:
             if key in self._frames:
                 rows = np.searchsorted(self._frames_used, obs)
@@ -191,21 +211,49 @@ class ChunkDataset(Dataset):
             item.setdefault(key, torch.from_numpy(values[t]))
         return item
 
+    def _gripper_action(self, purpose: str) -> np.ndarray:
+        """(N,) the commanded gripper, which tells the picks apart."""
+        gripper = [n for n in self.layout.action.names if n in (GRIPPER_JOINT, "gripper")]
+        if not gripper:
+            raise ValueError(f"{purpose} needs a gripper action to tell the picks apart; "
+                             f"the actions are {self.layout.action.names}")
+        return self._action[:, self.layout.action.names.index(gripper[0])]
+
     def _prepare_relocation(self, config: RelocationConfig) -> None:
         if self._env is None:
             raise ValueError("moving objects needs an environment state: the layout has no "
                              "object slots")
-        gripper = [n for n in self.layout.action.names if n in (GRIPPER_JOINT, "gripper")]
-        if not gripper:
-            raise ValueError(f"moving objects needs a gripper action to tell the picks apart; "
-                             f"the actions are {self.layout.action.names}")
         fields = self.layout.objects.fields
         self._waiting = waiting_slots(  # (N, C)
-            self._env, self._action[:, self.layout.action.names.index(gripper[0])],
+            self._env, self._gripper_action("moving objects"),
             self._episode, fields, self.window.chunk_size * self.window.action_stride,
             config.settle_frames)
         used = self._frames_used
         self._region = table_region(self._env[used], self._episode[used], fields)
+
+    def _prepare_rotation(self, config: BaseRotationConfig) -> None:
+        names = self.layout.action.names
+        quaternion = self.layout.action.quaternion_index
+        if quaternion is None or not {"x", "y"} <= set(names):
+            raise ValueError(f"turning reaches about the base needs end-effector actions (x, y "
+                             f"and a quaternion in base_link); the actions are {names}")
+        if BASE_JOINT not in self.layout.state_names:
+            raise ValueError(f"turning reaches about the base needs the {BASE_JOINT!r} joint in "
+                             f"the state; the state is {self.layout.state_names}")
+        position = (names.index("x"), names.index("y"))
+        carrying = carrying_frames(self._action[:, list(position)],
+                                   self._gripper_action("turning reaches about the base"),
+                                   self._episode, config.carry_tolerance)
+        self._rotation_safe = rotation_safe(  # (N,)
+            carrying, self._episode, self.window.chunk_size * self.window.action_stride)
+        fields = self.layout.objects.fields if self.layout.objects else ()
+        self._untouched = (untouched_slots(self._env, self._episode, fields)  # (N, C)
+                           if self._env is not None else np.zeros((len(self._action), 0), bool))
+        self._rotation_columns = dict(base_joint=self.layout.state_names.index(BASE_JOINT),
+                                      fields=fields, position=position, quaternion=quaternion)
+        used = self._frames_used
+        logger.info("turning reaches about the base: %.0f%% of the samples may turn",
+                    100.0 * self._rotation_safe[used].mean())
 
     def _sample_env(self, t: int, obs: np.ndarray) -> np.ndarray:
         """The environment states of frame t's observation history, its waiting cubes moved

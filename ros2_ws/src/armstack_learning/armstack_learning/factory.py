@@ -17,7 +17,7 @@ from armstack_policy.vla_tokens import WordTokenizer, split_words, vocabulary_fr
 from armstack_recorder.metadata import load_meta
 
 from armstack_learning.act import ACTConfig, ACTPolicy
-from armstack_learning.augment import RelocationConfig
+from armstack_learning.augment import BaseRotationConfig, RelocationConfig
 from armstack_learning.data import ChunkDataset, WindowConfig
 from armstack_learning.diffusion import DiffusionConfig, DiffusionPolicy
 from armstack_learning.features import (
@@ -145,17 +145,22 @@ def _object_classes(dataset_root: Path | str) -> tuple[str, ...]:
 
 def make_dataset(cfg: PolicyConfig, dataset_root: Path | str, layout: FeatureLayout,
                  relocation: RelocationConfig | None = None,
-                 episodes: Sequence[int] | None = None) -> ChunkDataset:
+                 episodes: Sequence[int] | None = None,
+                 rotation: BaseRotationConfig | None = None) -> ChunkDataset:
     """The training samples of a policy from `episodes` (default: all): its window, with
-    `relocation` if given; a VLA's also at its image size, preloaded, with the instruction
-    tokens of each sample's task."""
+    `relocation` and `rotation` if given; a VLA's also at its image size, preloaded, with the
+    instruction tokens of each sample's task."""
     window = window_config(cfg)
     if not isinstance(cfg, VLAConfig):
         return ChunkDataset(dataset_root, layout, window, relocation=relocation,
-                            episodes=episodes)
+                            rotation=rotation, episodes=episodes)
     if relocation and relocation.enabled:
         raise ValueError("moving objects changes the object slots but not the camera images a "
                          "VLA sees: relocation is for object-slot policies (act, diffusion)")
+    if rotation and rotation.enabled:
+        raise ValueError("turning reaches about the base changes the state, objects and actions "
+                         "but not the camera images a VLA sees: rotation is for object-slot "
+                         "policies (act, diffusion)")
     tokenizer = WordTokenizer(cfg.vocabulary, cfg.max_instruction_tokens)
     targets = (ENV_STATE_KEY,) if cfg.object_classes and cfg.object_loss_weight > 0.0 else ()
     return ChunkDataset(dataset_root, layout, window, image_size=cfg.image_size,

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from armstack_learning.augment import RelocationConfig
+from armstack_learning.augment import BaseRotationConfig, RelocationConfig
 from armstack_learning.data import dataset_fingerprint
 from armstack_learning.diffusion import DiffusionConfig
 from armstack_learning.factory import (
@@ -83,6 +83,8 @@ class TrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     # Training samples move the cubes their actions ignore (armstack_learning.augment).
     relocation: RelocationConfig = field(default_factory=RelocationConfig)
+    # Training samples turn their reach about the arm's base (armstack_learning.augment).
+    rotation: BaseRotationConfig = field(default_factory=BaseRotationConfig)
     # Episode indices of the dataset to train on (None: all); the normalization then comes from
     # their frames (armstack_learning.data).
     episodes: tuple[int, ...] | None = None
@@ -123,6 +125,7 @@ class TrainConfig:
         values = dict(raw)
         values["normalization"] = NormalizationConfig(**values.get("normalization", {}))
         values["relocation"] = RelocationConfig(**values.get("relocation", {}))
+        values["rotation"] = BaseRotationConfig(**values.get("rotation", {}))
         if values.get("episodes") is not None:
             values["episodes"] = tuple(values["episodes"])
         return cls(**values)
@@ -374,7 +377,7 @@ class _Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         policy_cfg = prepare_config(cfg.policy, policy_cfg, cfg.dataset)
         self.dataset = make_dataset(policy_cfg, cfg.dataset, layout, cfg.relocation,
-                                    cfg.episodes)
+                                    cfg.episodes, cfg.rotation)
         normalizer = self.dataset.normalizer(cfg.normalization,
                                              action_mode=action_normalization(cfg.policy))
         torch.manual_seed(cfg.seed)  # same initial weights on every rank

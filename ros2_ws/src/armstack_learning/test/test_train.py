@@ -133,6 +133,16 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights(
               tiny_act_config(), layout)
 
 
+def test_train_config_keeps_its_augmentations_and_reads_checkpoints_made_before_rotation():
+    from armstack_learning.augment import BaseRotationConfig, RelocationConfig
+
+    cfg = _config("/d", "/o", "act", relocation=RelocationConfig(probability=0.5),
+                  rotation=BaseRotationConfig(probability=0.3, max_angle_deg=8.0))
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    older = {k: v for k, v in cfg.to_dict().items() if k != "rotation"}
+    assert not TrainConfig.from_dict(older).rotation.enabled
+
+
 def test_a_run_on_some_episodes_records_them(tmp_path, dataset_root, layout, tiny_act_config,
                                              synthetic):
     from armstack_learning.export import md_dataset
