@@ -135,24 +135,35 @@ def test_slots_without_positions_cannot_move():
         waiting_slots(np.zeros((4, 2)), np.zeros(4), np.zeros(4, int), ("x", "present"), 2)
 
 
-@pytest.fixture(scope="module")
-def pick_dataset(tmp_path_factory):
-    """Two recorded pick episodes, joint actions whose gripper (left_finger) is the command."""
+def write_picks(root, kind: str, episode) -> tuple:
+    """Two recorded pick episodes (blue, green, red; red, blue, green) of `episode(order)` ->
+    (state, env, action) frames, with `kind` ("joint" or "ee") actions; (root, layout)."""
     objects = ObjectSlotsConfig()
-    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(JOINT_NAMES),
+    actions = JOINT_NAMES if kind == "joint" else EE_ACTION_NAMES
+    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(actions),
                        env_state_names=objects.names)
-    root = tmp_path_factory.mktemp("picks") / "data"
     cfg = WriterConfig(root=root, fps=50, robot_type="armstack_wx250s", features=spec)
     with LeRobotDatasetWriter(cfg) as writer:
         for order in ((BLUE, GREEN, RED), (RED, BLUE, GREEN)):
-            env, gripper = pick_episode(order=order)
             writer.start_episode("put the cubes in the bin")
-            for k in range(len(env)):
-                joints = np.r_[np.full(6, k / len(env)), gripper[k]].astype(np.float32)
-                writer.add_frame(joints, joints, env[k])
+            for state, env, action in zip(*episode(order), strict=True):
+                writer.add_frame(state, action, env)
             writer.save_episode()
-    layout = layout_for_dataset(read_info(root)["features"], objects, "joint")
-    return root, layout
+    return root, layout_for_dataset(read_info(root)["features"], objects, kind)
+
+
+def joint_pick_episode(order) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(state, env, action) of pick_episode with joint actions equal to the state, whose
+    gripper (left_finger) is the command."""
+    env, gripper = pick_episode(order=order)
+    k = np.arange(len(env))[:, None]
+    joints = np.column_stack([np.repeat(k / len(env), 6, axis=1), gripper]).astype(np.float32)
+    return joints, env, joints
+
+
+@pytest.fixture(scope="module")
+def pick_dataset(tmp_path_factory):
+    return write_picks(tmp_path_factory.mktemp("picks") / "data", "joint", joint_pick_episode)
 
 
 def test_training_samples_move_only_the_waiting_cubes(pick_dataset):
@@ -286,20 +297,7 @@ def test_base_rotation_config_validation(kwargs, field):
 
 @pytest.fixture(scope="module")
 def ee_pick_dataset(tmp_path_factory):
-    """Two recorded pick episodes with ee actions."""
-    objects = ObjectSlotsConfig()
-    spec = FeatureSpec(state_names=list(JOINT_NAMES), action_names=list(EE_ACTION_NAMES),
-                       env_state_names=objects.names)
-    root = tmp_path_factory.mktemp("ee_picks") / "data"
-    cfg = WriterConfig(root=root, fps=50, robot_type="armstack_wx250s", features=spec)
-    with LeRobotDatasetWriter(cfg) as writer:
-        for order in ((BLUE, GREEN, RED), (RED, BLUE, GREEN)):
-            writer.start_episode("put the cubes in the bin")
-            for state, env, action in zip(*ee_pick_episode(order=order), strict=True):
-                writer.add_frame(state, action, env)
-            writer.save_episode()
-    layout = layout_for_dataset(read_info(root)["features"], objects, "ee")
-    return root, layout
+    return write_picks(tmp_path_factory.mktemp("ee_picks") / "data", "ee", ee_pick_episode)
 
 
 def test_training_samples_turn_their_reach_but_not_the_bin(ee_pick_dataset):
