@@ -8,6 +8,8 @@ it, towards the middle, as a regression that has seen few edge layouts does). Th
 of each episode is the reach from the start pose to the first cube, before anything can have
 gone wrong; short episodes (--time-limit 2.5) measure it in seconds each. Each lift ends
 where the cube left the gripper: in the bin of the simulator's default scene, or outside it.
+A close that moved a cube without lifting it pushed that cube; pushes that leave a cube off
+the area the layouts are drawn from put it where no demonstration reached.
 
     python tools/eval_policy_inprocess.py --model policy/act_pick/policy.onnx --episodes 30 \\
         --trace-dir out/traces
@@ -68,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(lifts)} lifts: {in_bin} let go into the bin, {len(released) - in_bin} came to "
           f"rest outside it (dropped on the way or let go beside it), "
           f"{len(lifts) - len(released)} still held at the end")
+    pushes = [push for g in grasps for push in g.pushed]
+    (x0, x1), (y0, y1) = sim.workspace_x, sim.workspace_y
+    off_area = sum(not (x0 <= p.to[0] <= x1 and y0 <= p.to[1] <= y1) for p in pushes)
+    moved = f", {np.median([p.moved for p in pushes]) * 100:.1f} cm median" if pushes else ""
+    print(f"{sum(bool(g.pushed) for g in grasps)} closes pushed a cube without lifting it "
+          f"({len(pushes)} pushes{moved}); {off_area} left the cube off the layouts' area "
+          f"(x {x0:g}..{x1:g}, y {y0:g}..{y1:g} m)")
     first = np.array([episode[0].offset for episode in per_episode if episode])
     print(f"first close of each episode ({len(first)} of {len(files)} closed): median "
           f"{np.median(first) * 100:.1f} cm, p90 {np.percentile(first, 90) * 100:.1f} cm from "

@@ -5,9 +5,10 @@ policy commanded and every cube's true position; it saves to and loads from an .
 `find_grasps` reads a trace the way one reads a failed episode: each time the policy closed
 the gripper, which cube was nearest and how far off in the horizontal plane, which cube (if
 any) came up with the gripper, and where that cube left the gripper and came to rest (in the
-bin or not, given the bin's test). So a failure can be told apart as a reach that went
-elsewhere, a grasp that closed beside its cube, a cube dropped on the way, or one let go
-beside the bin.
+bin or not, given the bin's test), and which cubes it pushed without lifting them. So a
+failure can be told apart as a reach that went elsewhere, a grasp that closed beside its cube
+(and perhaps shoved it or a neighbour away), a cube dropped on the way, or one let go beside
+the bin.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ class GraspRules:
     lift_window: float = 3.0  # s after the close to look for that
     carried_within: float = 0.05  # m from the ee while lifted: in the gripper, not knocked up
     settle: float = 1.0  # s after a lifted cube left the gripper: where it came to rest
+    # m a cube the close did not lift moved in the horizontal plane within lift_window: pushed
+    pushed_over: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("closed_below", "lift_height", "lift_window", "carried_within", "settle"):
+        for name in ("closed_below", "lift_height", "lift_window", "carried_within", "settle",
+                     "pushed_over"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"GraspRules.{name} must be > 0, got {getattr(self, name)}")
 
@@ -56,6 +60,15 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Push:
+    """A cube a close moved without lifting it."""
+
+    cube: str
+    moved: float  # m, horizontal, from the close to the end of the lift window
+    to: tuple[float, float, float]  # its centre then, base_link, m
+
+
+@dataclass(frozen=True)
 class Grasp:
     time: float  # s into the episode when the close was commanded
     ee: tuple[float, float, float]  # ee_link position then, base_link, m
@@ -64,6 +77,7 @@ class Grasp:
     offset: float  # m, that horizontal distance
     lifted: str | None  # the cube that came up with the gripper, if any
     release: Release | None = None  # None: nothing lifted, or still held when the trace ends
+    pushed: tuple[Push, ...] = ()
 
     def describe(self) -> str:
         if not self.lifted:
@@ -72,6 +86,9 @@ class Grasp:
             outcome = f"lifted {self.lifted}, still held at the end"
         else:
             outcome = f"lifted {self.lifted}, {self.release.describe()}"
+        for push in self.pushed:
+            outcome += (f"; pushed {push.cube} {push.moved * 100:.1f} cm to ({push.to[0]:.3f}, "
+                        f"{push.to[1]:.3f})")
         return (f"t {self.time:5.2f} s: closed at ({self.ee[0]:.3f}, {self.ee[1]:.3f}, "
                 f"{self.ee[2]:.3f}), {self.offset * 100:.1f} cm from {self.nearest}; {outcome}")
 
@@ -140,10 +157,19 @@ def find_grasps(trace: EpisodeTrace, rules: GraspRules = GraspRules(),
                 release = _release(t, ee, cubes[:, n], window[np.argmax(up & held)], rules,
                                    in_bin)
                 break
+        end = window[-1]
+        moved = np.linalg.norm(cubes[end, :, :2] - cubes[k, :, :2], axis=1)  # (N,)
+        # A cube in the bin, or still falling into it, is jostled or lands; it is not pushed.
+        pushed = tuple(Push(cube=name, moved=float(moved[n]),
+                            to=tuple(float(v) for v in cubes[end, n]))
+                       for n, name in enumerate(trace.object_names)
+                       if name != lifted and moved[n] > rules.pushed_over
+                       and (in_bin is None or not (in_bin(cubes[k, n]) or in_bin(cubes[end, n]))))
         grasps.append(Grasp(time=float(t[k]), ee=tuple(float(v) for v in ee[k]),
                             nearest=trace.object_names[nearest],
                             cube=tuple(float(v) for v in cubes[k, nearest]),
-                            offset=float(horizontal[nearest]), lifted=lifted, release=release))
+                            offset=float(horizontal[nearest]), lifted=lifted, release=release,
+                            pushed=pushed))
     return grasps
 
 

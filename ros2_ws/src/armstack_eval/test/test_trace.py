@@ -87,6 +87,31 @@ def test_a_close_that_lifts_nothing_and_a_cube_knocked_away_are_no_lift() -> Non
     assert [g.lifted for g in grasps] == [None, None]
 
 
+def test_a_close_that_shoves_a_cube_away_without_lifting_it_is_a_push() -> None:
+    ee, gripper, cubes = _scene(300)
+    ee[:, 0] = 0.275  # 2.5 cm beside red
+    gripper[50:] = 0.0  # closed at 1.0 s
+    cubes[60:, 0, :2] = [0.31, 0.02]  # the fingers shove red 6.2 cm away
+    cubes[60:, 1, :2] += [0.005, 0.0]  # blue barely moves: no push
+    cubes[250:, 1, :2] = [0.40, 0.10]  # blue moves after the lift window: not this close's
+    (grasp,) = find_grasps(_trace(ee, gripper, cubes))
+    assert grasp.lifted is None and [p.cube for p in grasp.pushed] == ["red_cube"]
+    assert grasp.pushed[0].moved == pytest.approx(np.hypot(0.06, 0.014))
+    assert grasp.pushed[0].to == pytest.approx((0.31, 0.02, 0.015))
+    assert "lifted nothing; pushed red_cube 6.2 cm to (0.310, 0.020)" in grasp.describe()
+    # A cube in the bin that moves (another one let go onto it) is not pushed.
+    (grasp,) = find_grasps(_trace(ee, gripper, cubes),
+                           in_bin=lambda c: inside_bin(c, (0.25, 0.006), 0.02, 0.05))
+    assert grasp.pushed == ()
+    # A lifted cube is carried, not pushed.
+    ee, gripper, cubes = _scene(200)
+    gripper[50:] = 0.0
+    ee[100:] = [0.30, 0.05, 0.16]
+    cubes[100:, 0] = ee[100:] - [0.0, 0.006, 0.008]
+    (grasp,) = find_grasps(_trace(ee, gripper, cubes))
+    assert grasp.lifted == "red_cube" and grasp.pushed == ()
+
+
 def test_steps_without_a_command_are_not_closes_and_traces_round_trip(tmp_path) -> None:
     ee, gripper, cubes = _scene(20)
     gripper[:10] = np.nan  # the policy had not answered yet
@@ -140,6 +165,20 @@ def test_the_report_tool_reads_trace_directories(tmp_path) -> None:
     # one close per episode, 1.2, 2.1 and 3.1 cm off
     assert "first close of each episode (3 of 3 closed): median 2.1 cm, p90 2.9 cm" in run.stdout
     assert "; 1 within 1.5 cm" in run.stdout
+    assert "0 closes pushed a cube without lifting it (0 pushes); 0 left" in run.stdout
+    pushed = tmp_path / "pushed"
+    pushed.mkdir()
+    for seed, to in ((1, (0.36, 0.0)), (2, (0.30, 0.0)), (3, (0.25, 0.006))):
+        ee, gripper, cubes = _scene(100)
+        ee[:, 0] += 0.02
+        gripper[50:] = 0.0
+        cubes[60:, 0, :2] = to  # pushed out of the area, pushed within it, not pushed
+        _trace(ee, gripper, cubes).save(pushed / f"episode_{seed}.npz")
+    run = subprocess.run([sys.executable, str(tool), str(pushed)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert ("2 closes pushed a cube without lifting it (2 pushes, 8.0 cm median); 1 left the "
+            "cube off the layouts' area (x 0.17..0.35, y -0.13..0.2 m)") in run.stdout
     # Lifts, judged by the simulator's bin (centre (0.16, -0.27), opening 13 cm).
     lifts = tmp_path / "lifts"
     lifts.mkdir()
