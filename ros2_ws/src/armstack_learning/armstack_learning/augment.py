@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from armstack_common.robot_names import ARM_JOINTS
+from armstack_common.tf_buffer import quat_multiply
+
+from armstack_learning.features import canonicalize_quaternions
 
 # A pick "handled" a cube if that cube moved at least this far (m) by just after the release:
 # a missed grasp moves nothing, and then the pick says nothing about which cube waits.
@@ -280,10 +283,7 @@ def rotate_about_base(angle: float, state: np.ndarray, env: np.ndarray | None,
     actions = np.array(actions, dtype=np.float32, copy=True)
     px, py = position
     actions[:, px], actions[:, py] = _turn_xy(actions[:, px], actions[:, py], angle)
-    q = actions[:, list(quaternion)].astype(np.float64)  # (k, 4) x y z w
-    hz, hw = math.sin(angle / 2.0), math.cos(angle / 2.0)  # the turn: (0, 0, hz, hw)
-    turned = np.column_stack([hw * q[:, 0] - hz * q[:, 1], hw * q[:, 1] + hz * q[:, 0],
-                              hw * q[:, 2] + hz * q[:, 3], hw * q[:, 3] - hz * q[:, 2]])
-    turned *= np.where(turned[:, 3:4] < 0.0, -1.0, 1.0)
-    actions[:, list(quaternion)] = turned
-    return state, env, actions
+    turn = np.array([0.0, 0.0, math.sin(angle / 2.0), math.cos(angle / 2.0)])  # x y z w
+    q = actions[:, list(quaternion)].astype(np.float64)  # (k, 4)
+    actions[:, list(quaternion)] = quat_multiply(turn, q.T).T  # q.T: one product per row
+    return state, env, canonicalize_quaternions(actions, quaternion)
