@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 SOURCES = ("keyboard", "gamepad", "leader", "expert")
 EE_SOURCES = ("joint_states", "sim")
-# armstack_sim.expert.PICK_ORDERS and GRASP_YAWS, restated so this module does not import the
-# simulator (MuJoCo); test_node_config checks they agree.
+# armstack_sim.expert.PICK_ORDERS and GRASP_YAWS and the Phase values a take passes through,
+# restated so this module does not import the simulator (MuJoCo); test_node_config checks they
+# agree.
 PICK_ORDERS = ("nearest", "listed")
 GRASP_YAWS = ("cube", "azimuth")
+EXPERT_PHASES = ("approach", "descend", "close", "lift", "transfer", "lower", "release", "retreat",
+                 "home")
 
 TELEOP_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("source", "keyboard", "what drives the arm: keyboard and gamepad jog the end effector "
@@ -112,10 +115,9 @@ TELEOP_PARAMS: tuple[ParamSpec, ...] = (
               "expert/clean_ee_command for the recorder; 0: off", "m", (0.0, 0.05), read_only=True),
     ParamSpec("expert_noise_time_constant", 0.5, "correlation time of that offset", "s",
               (0.02, 10.0), read_only=True),
-    ParamSpec("expert_noise_quiet_phases", "", "comma-separated expert phases (approach, descend, "
-              "close, lift, transfer, lower, release, retreat, home) in which that offset fades to "
-              "zero, e.g. descend,close for grasps demonstrated on the cube; empty: none",
-              read_only=True),
+    ParamSpec("expert_noise_quiet_phases", "", f"comma-separated expert phases "
+              f"({', '.join(EXPERT_PHASES)}) in which that offset fades to zero, e.g. "
+              "descend,close for grasps demonstrated on the cube; empty: none", read_only=True),
     ParamSpec("expert_noise_fade_time", 0.2, "time constant of that fade", "s", (0.01, 5.0),
               read_only=True),
     ParamSpec("expert_time_limit", 60.0, "longest expert take; a longer one is discarded", "s",

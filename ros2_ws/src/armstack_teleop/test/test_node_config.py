@@ -60,13 +60,15 @@ def test_every_parameter_is_described() -> None:
         assert spec.description.strip(), spec.name
 
 
-def test_pick_orders_and_grasp_yaws_match_the_expert() -> None:
+def test_pick_orders_grasp_yaws_and_phases_match_the_expert() -> None:
     from armstack_sim.expert import GRASP_YAWS as EXPERT_YAWS
     from armstack_sim.expert import PICK_ORDERS as EXPERT_ORDERS
+    from armstack_sim.expert import Phase
 
-    from armstack_teleop.node_config import GRASP_YAWS, PICK_ORDERS
+    from armstack_teleop.node_config import EXPERT_PHASES, GRASP_YAWS, PICK_ORDERS
 
     assert (PICK_ORDERS, GRASP_YAWS) == (EXPERT_ORDERS, EXPERT_YAWS)
+    assert EXPERT_PHASES == tuple(p.value for p in Phase if p is not Phase.DONE)
     config = teleop_config(default_values() | {"source": "expert", "expert_pick_order": "nearest",
                                                "expert_grasp_yaw": "cube"})
     assert config.expert.expert.pick_order == "nearest"
