@@ -428,7 +428,6 @@ class OnnxPolicy(abc.ABC):
         """(k, D) float32 actions in raw units from {feature: (n_obs, ...)} raw observations."""
 
 
-
 class ACTRunner(OnnxPolicy):
     """One graph call per chunk: observations -> `action` (1, k, D)."""
 
